@@ -1,5 +1,45 @@
 //! s3-failback: bring an S3 bucket back from its Cross-Region Replication replica.
 //!
-//! The pipeline runs one way: scan, reconcile, plan, restore, verify, reports.
+//! The pipeline runs one way: scan, reconcile, plan, restore, verify, reports. Each stage
+//! is a module; [`run`] calls one function per subcommand.
 
+pub mod cli;
+pub mod error;
+pub mod inventory;
 pub mod model;
+pub mod progress;
+pub mod report;
+pub mod s3;
+pub mod scan;
+
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, CliError, Command};
+pub use crate::error::{Error, Outcome};
+
+/// What every command gets besides its own configuration.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// When the run started.
+    pub started: Timestamp,
+    /// The command line, secrets removed, for `summary.json`.
+    pub args: Vec<String>,
+    /// Cancelled on Ctrl-C: no new work, flush, stop.
+    pub cancel: CancellationToken,
+}
+
+/// Runs one parsed command line.
+///
+/// # Errors
+/// Whatever stopped the command; [`Error::exit_code`] says how to exit.
+pub async fn run(cli: Cli, ctx: RunContext) -> Result<Outcome, Error> {
+    match cli.command {
+        Command::Scan(args) => scan::run(scan::ScanConfig::try_from_args(args, &cli.global)?, &ctx).await,
+        Command::Plan(_) => Err(CliError::NotImplemented("plan").into()),
+        Command::Restore(_) => Err(CliError::NotImplemented("restore").into()),
+        Command::Verify(_) => Err(CliError::NotImplemented("verify").into()),
+        Command::Audit(_) => Err(CliError::NotImplemented("audit").into()),
+        Command::Drill(_) => Err(CliError::NotImplemented("drill").into()),
+    }
+}

@@ -1,0 +1,12 @@
+//! Everything that speaks to S3: clients, bucket settings and listings.
+//!
+//! No file outside this module names an `aws_sdk_s3` type; the rest of the crate sees
+//! [`crate::model`] values and [`S3Error`].
+
+pub mod client;
+pub mod error;
+pub mod listing;
+
+pub use client::{BucketSettings, DestClient, S3Config, SourceClient, Versioning};
+pub use error::{S3Error, S3ErrorKind};
+pub use listing::ListConfig;
