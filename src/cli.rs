@@ -425,10 +425,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gib" => 1 << 30,
         "tib" => 1 << 40,
-        _ => return Err(format!("{text:?} has an unknown unit (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)")),
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            ));
+        }
     };
     if num.is_empty() {
-        return Err(format!("{text:?} is not a size (a number with an optional unit, like 64MiB)"));
+        return Err(format!(
+            "{text:?} is not a size (a number with an optional unit, like 64MiB)"
+        ));
     }
     let value = if let Some((int, frac)) = num.split_once('.') {
         let whole: f64 = format!("{}.{}", if int.is_empty() { "0" } else { int }, frac)
@@ -451,7 +457,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// # Errors
 /// Not a duration.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?} is not a duration like 90s, 15m or 1h30m: {e}"))
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like 90s, 15m or 1h30m: {e}"))
 }
 
 /// Parses an `--as-of` time: RFC 3339, not in the future.
@@ -464,7 +471,10 @@ pub fn parse_as_of(text: &str, now: Timestamp) -> Result<Timestamp, CliError> {
         message: format!("{text:?} is not an RFC 3339 time like 2026-11-20T14:00:00Z: {e}"),
     })?;
     if t > now {
-        return Err(CliError::Invalid { flag: "--as-of", message: format!("{text} is in the future") });
+        return Err(CliError::Invalid {
+            flag: "--as-of",
+            message: format!("{text} is in the future"),
+        });
     }
     Ok(t)
 }
@@ -481,7 +491,10 @@ fn page_size(n: u32) -> Result<i32, CliError> {
     if (1..=1000).contains(&n) {
         Ok(n as i32)
     } else {
-        Err(CliError::Invalid { flag: "--page-size", message: format!("{n} is outside 1..=1000") })
+        Err(CliError::Invalid {
+            flag: "--page-size",
+            message: format!("{n} is outside 1..=1000"),
+        })
     }
 }
 
@@ -504,7 +517,10 @@ impl OneSideArgs {
     /// # Errors
     /// A page size outside 1..=1000.
     pub fn list_config(&self) -> Result<ListConfig, CliError> {
-        Ok(ListConfig { page_size: page_size(self.page_size)?, ..ListConfig::default() })
+        Ok(ListConfig {
+            page_size: page_size(self.page_size)?,
+            ..ListConfig::default()
+        })
     }
 }
 
@@ -531,7 +547,10 @@ impl TwoSideArgs {
     /// # Errors
     /// A page size outside 1..=1000.
     pub fn list_config(&self) -> Result<ListConfig, CliError> {
-        Ok(ListConfig { page_size: page_size(self.page_size)?, ..ListConfig::default() })
+        Ok(ListConfig {
+            page_size: page_size(self.page_size)?,
+            ..ListConfig::default()
+        })
     }
 }
 
@@ -593,7 +612,12 @@ mod tests {
         let now: Timestamp = "2026-11-26T00:00:00Z".parse().unwrap();
         assert!(parse_as_of("2026-11-20T14:00:00Z", now).is_ok());
         assert!(parse_as_of("2026-11-20T14:00:00+02:00", now).is_ok());
-        assert!(parse_as_of("2027-01-01T00:00:00Z", now).unwrap_err().to_string().contains("future"));
+        assert!(
+            parse_as_of("2027-01-01T00:00:00Z", now)
+                .unwrap_err()
+                .to_string()
+                .contains("future")
+        );
         assert!(parse_as_of("yesterday", now).is_err());
     }
 

@@ -60,7 +60,11 @@ impl From<&VersionRecord> for InventoryRow {
             last_modified: r.last_modified.to_string(),
             size: (!r.is_delete_marker).then_some(r.size_bytes),
             etag: if r.is_delete_marker { None } else { r.etag.clone() },
-            storage_class: if r.is_delete_marker { None } else { r.storage_class.clone() },
+            storage_class: if r.is_delete_marker {
+                None
+            } else {
+                r.storage_class.clone()
+            },
             checksum_algorithm: r.checksum_algorithm.clone(),
         }
     }
@@ -96,7 +100,9 @@ pub enum InventoryError {
         message: String,
     },
     /// Rows are not in S3's order.
-    #[error("inventory {path} line {line} is out of order: {next:?} follows {prev:?} (keys must be in UTF-8 byte order, each key's entries together)")]
+    #[error(
+        "inventory {path} line {line} is out of order: {next:?} follows {prev:?} (keys must be in UTF-8 byte order, each key's entries together)"
+    )]
     OutOfOrder {
         /// The file.
         path: PathBuf,
@@ -123,7 +129,10 @@ impl InventoryReader<File> {
     /// # Errors
     /// The file cannot be opened or its header lacks a column.
     pub fn open(path: &Path) -> Result<Self, InventoryError> {
-        let file = File::open(path).map_err(|source| InventoryError::Open { path: path.to_owned(), source })?;
+        let file = File::open(path).map_err(|source| InventoryError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::new(file, path)
     }
 }
@@ -142,16 +151,30 @@ impl<R: Read> InventoryReader<R> {
         })?;
         for column in &INVENTORY_COLUMNS[..8] {
             if !headers.iter().any(|h| h == *column) {
-                return Err(InventoryError::MissingColumn { path: path.to_owned(), column });
+                return Err(InventoryError::MissingColumn {
+                    path: path.to_owned(),
+                    column,
+                });
             }
         }
-        Ok(InventoryReader { path: path.to_owned(), rows: csv.into_deserialize(), prev_key: None, done: false })
+        Ok(InventoryReader {
+            path: path.to_owned(),
+            rows: csv.into_deserialize(),
+            prev_key: None,
+            done: false,
+        })
     }
 
     fn convert(&self, row: InventoryRow, line: u64) -> Result<VersionRecord, InventoryError> {
-        let bad = |message: String| InventoryError::BadRow { path: self.path.clone(), line, message };
-        let last_modified: Timestamp =
-            row.last_modified.parse().map_err(|e| bad(format!("last_modified {:?}: {e}", row.last_modified)))?;
+        let bad = |message: String| InventoryError::BadRow {
+            path: self.path.clone(),
+            line,
+            message,
+        };
+        let last_modified: Timestamp = row
+            .last_modified
+            .parse()
+            .map_err(|e| bad(format!("last_modified {:?}: {e}", row.last_modified)))?;
         if row.version_id.is_empty() {
             return Err(bad("version_id is empty".to_owned()));
         }
@@ -165,7 +188,10 @@ impl<R: Read> InventoryReader<R> {
             is_delete_marker: row.is_delete_marker,
             last_modified,
             size_bytes: row.size.unwrap_or(0),
-            etag: row.etag.filter(|e| !e.is_empty()).map(|e| e.trim_matches('"').to_owned()),
+            etag: row
+                .etag
+                .filter(|e| !e.is_empty())
+                .map(|e| e.trim_matches('"').to_owned()),
             storage_class: row.storage_class.filter(|c| !c.is_empty()),
             checksum_algorithm: row.checksum_algorithm.filter(|c| !c.is_empty()),
         })
@@ -183,7 +209,11 @@ impl<R: Read> Iterator for InventoryReader<R> {
         let result = row
             .map_err(|e| {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
-                InventoryError::BadRow { path: self.path.clone(), line, message: e.to_string() }
+                InventoryError::BadRow {
+                    path: self.path.clone(),
+                    line,
+                    message: e.to_string(),
+                }
             })
             .and_then(|row| {
                 let line = self.rows.reader().position().line().saturating_sub(1).max(2);
@@ -273,13 +303,24 @@ mod tests {
 
     #[test]
     fn round_trips_hostile_keys() {
-        let keys = ["a,b", "q\"uote", "new\nline", "tab\there", "=cmd|' /C calc'!A0", "/lead", "é", "ｆ"];
+        let keys = [
+            "a,b",
+            "q\"uote",
+            "new\nline",
+            "tab\there",
+            "=cmd|' /C calc'!A0",
+            "/lead",
+            "é",
+            "ｆ",
+        ];
         let mut records: Vec<_> = keys.iter().map(|k| rec(k, "v1", false)).collect();
         records.push(rec("zz", "null", true));
         records.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
         let bytes = write(&records);
-        let back: Vec<_> =
-            InventoryReader::new(&bytes[..], Path::new("t.csv")).unwrap().collect::<Result<_, _>>().unwrap();
+        let back: Vec<_> = InventoryReader::new(&bytes[..], Path::new("t.csv"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(back, records);
     }
 
@@ -293,15 +334,23 @@ mod tests {
     #[test]
     fn rejects_out_of_order_and_bad_rows() {
         let bytes = write(&[rec("b", "v", false), rec("a", "v", false)]);
-        let err = InventoryReader::new(&bytes[..], Path::new("inv.csv")).unwrap().find_map(Result::err).unwrap();
+        let err = InventoryReader::new(&bytes[..], Path::new("inv.csv"))
+            .unwrap()
+            .find_map(Result::err)
+            .unwrap();
         assert!(err.to_string().contains("out of order"), "{err}");
         assert!(err.to_string().contains("line 3"), "{err}");
 
         let text = "key,version_id,is_latest,is_delete_marker,last_modified,size,etag,storage_class\nk,v,maybe,false,2026-01-01T00:00:00Z,1,e,STANDARD\n";
-        let err = InventoryReader::new(text.as_bytes(), Path::new("inv.csv")).unwrap().find_map(Result::err).unwrap();
+        let err = InventoryReader::new(text.as_bytes(), Path::new("inv.csv"))
+            .unwrap()
+            .find_map(Result::err)
+            .unwrap();
         assert!(err.to_string().starts_with("inventory inv.csv line 2"), "{err}");
 
-        let err = InventoryReader::new("key,version_id\n".as_bytes(), Path::new("inv.csv")).err().unwrap();
+        let err = InventoryReader::new("key,version_id\n".as_bytes(), Path::new("inv.csv"))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("is_latest"), "{err}");
     }
 

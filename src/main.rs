@@ -51,7 +51,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: finishing in-flight work and flushing the journal (Ctrl-C again to quit at once)");
+                eprintln!(
+                    "interrupted: finishing in-flight work and flushing the journal (Ctrl-C again to quit at once)"
+                );
                 cancel.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(130);

@@ -56,13 +56,23 @@ impl ReportDir {
     /// The directory cannot be created.
     pub fn create_in(base: &Path, command: &str, given: Option<&Path>, now: Timestamp) -> Result<Self, ReportError> {
         if let Some(path) = given {
-            fs::create_dir_all(path).map_err(|source| ReportError::CreateDir { path: path.to_owned(), source })?;
+            fs::create_dir_all(path).map_err(|source| ReportError::CreateDir {
+                path: path.to_owned(),
+                source,
+            })?;
             return Ok(ReportDir { path: path.to_owned() });
         }
-        fs::create_dir_all(base).map_err(|source| ReportError::CreateDir { path: base.to_owned(), source })?;
+        fs::create_dir_all(base).map_err(|source| ReportError::CreateDir {
+            path: base.to_owned(),
+            source,
+        })?;
         let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
         for n in 1.. {
-            let name = if n == 1 { format!("{command}-{stamp}") } else { format!("{command}-{stamp}-{n}") };
+            let name = if n == 1 {
+                format!("{command}-{stamp}")
+            } else {
+                format!("{command}-{stamp}-{n}")
+            };
             let path = base.join(name);
             match fs::create_dir(&path) {
                 Ok(()) => return Ok(ReportDir { path }),
@@ -140,14 +150,18 @@ impl CsvReport<Sink> {
     pub fn create(path: Option<PathBuf>) -> Result<Self, ReportError> {
         let (path, sink) = match path {
             Some(p) => {
-                let f = File::create(&p).map_err(|source| ReportError::Write { path: p.clone(), source })?;
+                let f = File::create(&p).map_err(|source| ReportError::Write {
+                    path: p.clone(),
+                    source,
+                })?;
                 (p, Sink::File(BufWriter::with_capacity(256 * 1024, f)))
             }
             None => (PathBuf::from("-"), Sink::Stdout(io::stdout())),
         };
-        let writer = csv::WriterBuilder::new()
-            .has_headers(false)
-            .from_writer(HashingWriter { inner: sink, hasher: Sha256::new() });
+        let writer = csv::WriterBuilder::new().has_headers(false).from_writer(HashingWriter {
+            inner: sink,
+            hasher: Sha256::new(),
+        });
         Ok(CsvReport { path, writer })
     }
 }
@@ -158,7 +172,10 @@ impl<W: Write> CsvReport<W> {
     /// # Errors
     /// The write failed (disk full, file removed).
     pub fn write<T: Serialize>(&mut self, row: &T) -> Result<(), ReportError> {
-        self.writer.serialize(row).map_err(|e| ReportError::Write { path: self.path.clone(), source: csv_io(e) })
+        self.writer.serialize(row).map_err(|e| ReportError::Write {
+            path: self.path.clone(),
+            source: csv_io(e),
+        })
     }
 
     /// Writes the header row.
@@ -166,7 +183,10 @@ impl<W: Write> CsvReport<W> {
     /// # Errors
     /// The write failed.
     pub fn write_header(&mut self, columns: &[&str]) -> Result<(), ReportError> {
-        self.writer.write_record(columns).map_err(|e| ReportError::Write { path: self.path.clone(), source: csv_io(e) })
+        self.writer.write_record(columns).map_err(|e| ReportError::Write {
+            path: self.path.clone(),
+            source: csv_io(e),
+        })
     }
 
     /// Flushes (and for a file, syncs) the report and returns its SHA-256 in hex.
@@ -178,9 +198,18 @@ impl<W: Write> CsvReport<W> {
         W: SyncTo,
     {
         let path = self.path.clone();
-        let mut inner = self.writer.into_inner().map_err(|e| ReportError::Write { path: path.clone(), source: io::Error::other(e.to_string()) })?;
-        inner.flush().map_err(|source| ReportError::Write { path: path.clone(), source })?;
-        inner.inner.sync().map_err(|source| ReportError::Write { path, source })?;
+        let mut inner = self.writer.into_inner().map_err(|e| ReportError::Write {
+            path: path.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        inner.flush().map_err(|source| ReportError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        inner
+            .inner
+            .sync()
+            .map_err(|source| ReportError::Write { path, source })?;
         Ok(hex::encode(inner.hasher.finalize()))
     }
 
@@ -265,14 +294,20 @@ impl Summary {
     pub fn write(&mut self, dir: &ReportDir) -> Result<PathBuf, ReportError> {
         self.finished = Timestamp::now().to_string();
         let path = dir.file("summary.json");
-        let text = serde_json::to_vec_pretty(self).map_err(|e| ReportError::Write { path: path.clone(), source: io::Error::other(e) })?;
+        let text = serde_json::to_vec_pretty(self).map_err(|e| ReportError::Write {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
         let write = || -> io::Result<()> {
             let mut f = File::create(&path)?;
             f.write_all(&text)?;
             f.write_all(b"\n")?;
             f.sync_all()
         };
-        write().map_err(|source| ReportError::Write { path: path.clone(), source })?;
+        write().map_err(|source| ReportError::Write {
+            path: path.clone(),
+            source,
+        })?;
         Ok(path)
     }
 }
@@ -284,7 +319,9 @@ pub fn redact_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
 }
 
 fn redact_url_userinfo(arg: &str) -> String {
-    let Some(scheme_end) = arg.find("://") else { return arg.to_owned() };
+    let Some(scheme_end) = arg.find("://") else {
+        return arg.to_owned();
+    };
     let rest = &arg[scheme_end + 3..];
     let host_end = rest.find('/').unwrap_or(rest.len());
     match rest[..host_end].rfind('@') {
@@ -302,7 +339,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]
@@ -311,7 +352,10 @@ mod tests {
 
     #[test]
     fn redacts_userinfo() {
-        assert_eq!(redact_url_userinfo("http://key:secret@host:9000/x"), "http://***@host:9000/x");
+        assert_eq!(
+            redact_url_userinfo("http://key:secret@host:9000/x"),
+            "http://***@host:9000/x"
+        );
         assert_eq!(redact_url_userinfo("s3://bucket/a@b"), "s3://bucket/a@b");
         assert_eq!(redact_url_userinfo("--quiet"), "--quiet");
     }
@@ -333,6 +377,13 @@ mod tests {
             .map(|_| ReportDir::create_in(tmp.path(), "scan", None, now).unwrap())
             .map(|d| d.path().file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["scan-20261126T010203Z", "scan-20261126T010203Z-2", "scan-20261126T010203Z-3"]);
+        assert_eq!(
+            names,
+            [
+                "scan-20261126T010203Z",
+                "scan-20261126T010203Z-2",
+                "scan-20261126T010203Z-3"
+            ]
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use futures::StreamExt;
 use tracing::info;
 
+use crate::RunContext;
 use crate::cli::{GlobalArgs, OutTarget, ScanArgs, out_target, parse_location};
 use crate::error::{Error, Outcome};
 use crate::inventory::{INVENTORY_COLUMNS, InventoryRow, ScanStats};
@@ -15,7 +16,6 @@ use crate::model::{Location, Side};
 use crate::progress::Progress;
 use crate::report::{CsvReport, ReportDir, Summary, human_bytes};
 use crate::s3::{ListConfig, S3Config, SourceClient, Versioning};
-use crate::RunContext;
 
 /// A validated `scan`.
 #[derive(Debug, Clone)]
@@ -55,7 +55,10 @@ impl ScanConfig {
 pub async fn run(cfg: ScanConfig, ctx: &RunContext) -> Result<Outcome, Error> {
     let client = SourceClient::connect(&cfg.s3).await.map_err(Error::Setup)?;
     // The first request shows a missing bucket, bad credentials or a wrong region.
-    let settings = client.bucket_settings(&cfg.location.bucket).await.map_err(Error::Setup)?;
+    let settings = client
+        .bucket_settings(&cfg.location.bucket)
+        .await
+        .map_err(Error::Setup)?;
     if settings.versioning == Versioning::Off {
         info!(bucket = %cfg.location.bucket, "versioning was never enabled: every version id is null");
     }
@@ -106,13 +109,18 @@ pub async fn run(cfg: ScanConfig, ctx: &RunContext) -> Result<Outcome, Error> {
     summary.counts.insert("current_objects".into(), stats.current_objects);
     summary.bytes.insert("versions".into(), stats.bytes);
     summary.extra.insert("location".into(), cfg.location.to_string().into());
-    summary.extra.insert("versioning".into(), settings.versioning.to_string().into());
+    summary
+        .extra
+        .insert("versioning".into(), settings.versioning.to_string().into());
     summary.extra.insert("complete".into(), failure.is_none().into());
     if let Some(e) = &failure {
         summary.extra.insert("error".into(), e.to_string().into());
     }
     if let Some(p) = &csv_path {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         summary.reports.insert(name, digest);
     }
     let summary_path = summary.write(&dir).map_err(Error::Report)?;

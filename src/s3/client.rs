@@ -115,7 +115,10 @@ async fn connect(cfg: &S3Config) -> Result<Connection, S3Error> {
         loader = loader.endpoint_url(url);
     }
     let sdk = loader.load().await;
-    let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".to_owned());
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "us-east-1".to_owned());
     let endpoint = sdk.endpoint_url().map(str::to_owned);
 
     // A partition of our own with a deep token bucket: the SDK's shared 500-token bucket
@@ -146,7 +149,12 @@ async fn connect(cfg: &S3Config) -> Result<Connection, S3Error> {
         )
         .retry_partition(partition);
     let client = Client::from_conf(builder.build());
-    Ok(Connection { client, side: cfg.side, region, endpoint })
+    Ok(Connection {
+        client,
+        side: cfg.side,
+        region,
+        endpoint,
+    })
 }
 
 impl Connection {
@@ -185,7 +193,9 @@ macro_rules! common_methods {
             /// # Errors
             /// Never for now; reserved for configuration that cannot be loaded.
             pub async fn connect(cfg: &S3Config) -> Result<Self, S3Error> {
-                Ok(Self { conn: connect(cfg).await? })
+                Ok(Self {
+                    conn: connect(cfg).await?,
+                })
             }
 
             /// The resolved region.

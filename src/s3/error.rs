@@ -143,7 +143,10 @@ impl S3Error {
 
     /// Whether repeating the request later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, S3ErrorKind::Throttled | S3ErrorKind::Transient | S3ErrorKind::Timeout)
+        matches!(
+            self.kind,
+            S3ErrorKind::Throttled | S3ErrorKind::Transient | S3ErrorKind::Timeout
+        )
     }
 
     /// Whether the error says the setup is wrong (bucket, credentials, region, endpoint)
@@ -165,13 +168,19 @@ fn classify(code: &str, status: Option<u16>) -> S3ErrorKind {
         "NoSuchBucket" => S3ErrorKind::NoSuchBucket,
         "NoSuchKey" | "NoSuchVersion" | "NotFound" | "NoSuchUpload" => S3ErrorKind::NotFound,
         "AccessDenied" | "AllAccessDisabled" | "AccountProblem" => S3ErrorKind::AccessDenied,
-        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken"
-        | "TokenRefreshRequired" => S3ErrorKind::Credentials,
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired" => {
+            S3ErrorKind::Credentials
+        }
         "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => {
             S3ErrorKind::WrongRegion
         }
-        "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException"
-        | "RequestThrottled" | "ServiceUnavailable" => S3ErrorKind::Throttled,
+        "SlowDown"
+        | "Throttling"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "TooManyRequestsException"
+        | "RequestThrottled"
+        | "ServiceUnavailable" => S3ErrorKind::Throttled,
         "InternalError" | "RequestTimeout" | "RequestTimeTooSkewed" | "OperationAborted" => S3ErrorKind::Transient,
         "InvalidObjectState" | "ObjectNotInActiveTierError" => S3ErrorKind::InvalidObjectState,
         _ => match status {
@@ -187,9 +196,17 @@ fn classify(code: &str, status: Option<u16>) -> S3ErrorKind {
 
 fn looks_unreachable(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    ["connection refused", "dns", "failed to lookup", "name or service", "certificate", "tls", "invalid peer"]
-        .iter()
-        .any(|needle| m.contains(needle))
+    [
+        "connection refused",
+        "dns",
+        "failed to lookup",
+        "name or service",
+        "certificate",
+        "tls",
+        "invalid peer",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
 }
 
 /// The error and its sources joined, without the SDK's repetition.

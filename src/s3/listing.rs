@@ -29,7 +29,10 @@ pub struct ListConfig {
 
 impl Default for ListConfig {
     fn default() -> Self {
-        ListConfig { page_size: 1000, partitions: 8 }
+        ListConfig {
+            page_size: 1000,
+            partitions: 8,
+        }
     }
 }
 
@@ -81,12 +84,22 @@ impl Lister {
         // Decode only when S3 says it encoded (S3-NOTES 33); some servers ignore the ask.
         let encoded = out.encoding_type() == Some(&EncodingType::Url);
         let decode = |s: &str| -> Result<String, S3Error> {
-            if encoded { url_decode(s).ok_or_else(|| self.bad_page(s)) } else { Ok(s.to_owned()) }
+            if encoded {
+                url_decode(s).ok_or_else(|| self.bad_page(s))
+            } else {
+                Ok(s.to_owned())
+            }
         };
-        let versions =
-            out.versions().iter().map(|v| version_record(v, &decode)).collect::<Result<Vec<_>, _>>()?;
-        let markers =
-            out.delete_markers().iter().map(|d| marker_record(d, &decode)).collect::<Result<Vec<_>, _>>()?;
+        let versions = out
+            .versions()
+            .iter()
+            .map(|v| version_record(v, &decode))
+            .collect::<Result<Vec<_>, _>>()?;
+        let markers = out
+            .delete_markers()
+            .iter()
+            .map(|d| marker_record(d, &decode))
+            .collect::<Result<Vec<_>, _>>()?;
         let prefixes = out
             .common_prefixes()
             .iter()
@@ -98,11 +111,20 @@ impl Lister {
             let Some(key) = key.filter(|k| !k.is_empty()) else {
                 return Err(self.bad_page("a truncated page without NextKeyMarker"));
             };
-            Some((key, out.next_version_id_marker().filter(|v| !v.is_empty()).map(str::to_owned)))
+            Some((
+                key,
+                out.next_version_id_marker()
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned),
+            ))
         } else {
             None
         };
-        Ok(Page { records: merge_page(versions, markers), prefixes, next })
+        Ok(Page {
+            records: merge_page(versions, markers),
+            prefixes,
+            next,
+        })
     }
 
     fn bad_page(&self, what: &str) -> S3Error {
@@ -151,7 +173,11 @@ enum Segment {
 
 /// Lists `location` with the SDK client, in S3's order, filtered to the keys the location
 /// selects.
-fn list(lister: Lister, location: &Location, cfg: ListConfig) -> impl Stream<Item = Result<VersionRecord, S3Error>> + use<> {
+fn list(
+    lister: Lister,
+    location: &Location,
+    cfg: ListConfig,
+) -> impl Stream<Item = Result<VersionRecord, S3Error>> + use<> {
     let (tx, rx) = mpsc::channel::<Batch>(4);
     let prefix = location.list_prefix().to_owned();
     let partitions = cfg.partitions.max(1);
@@ -218,8 +244,11 @@ async fn partitioned(lister: Lister, prefix: String, partitions: usize, out: mps
                     }
                 };
                 // A page may repeat a prefix that ended the previous one.
-                let prefixes: Vec<String> =
-                    page.prefixes.into_iter().filter(|p| last_prefix.as_ref().is_none_or(|l| p > l)).collect();
+                let prefixes: Vec<String> = page
+                    .prefixes
+                    .into_iter()
+                    .filter(|p| last_prefix.as_ref().is_none_or(|l| p > l))
+                    .collect();
                 if let Some(p) = prefixes.last() {
                     last_prefix = Some(p.clone());
                 }
@@ -227,7 +256,9 @@ async fn partitioned(lister: Lister, prefix: String, partitions: usize, out: mps
                     let seg = match item {
                         Item::Records(r) => Segment::Records(r),
                         Item::Prefix(p) => {
-                            let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                            let Ok(permit) = permits.clone().acquire_owned().await else {
+                                return;
+                            };
                             let (tx, rx) = mpsc::channel::<Batch>(2);
                             let lister = lister.clone();
                             tokio::spawn(async move {
@@ -331,7 +362,8 @@ fn entry_order(version: &VersionRecord, marker: &VersionRecord) -> Ordering {
 }
 
 fn timestamp(t: Option<&aws_smithy_types::DateTime>) -> Timestamp {
-    t.and_then(|t| Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok()).unwrap_or(Timestamp::UNIX_EPOCH)
+    t.and_then(|t| Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 fn version_record(
@@ -346,7 +378,11 @@ fn version_record(
         last_modified: timestamp(v.last_modified()),
         size_bytes: v.size().unwrap_or(0).max(0) as u64,
         etag: v.e_tag().map(|e| e.trim_matches('"').to_owned()),
-        storage_class: Some(v.storage_class().map(|c| c.as_str().to_owned()).unwrap_or_else(|| "STANDARD".to_owned())),
+        storage_class: Some(
+            v.storage_class()
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_else(|| "STANDARD".to_owned()),
+        ),
         checksum_algorithm: v.checksum_algorithm().first().map(|c| c.as_str().to_owned()),
     })
 }
@@ -371,7 +407,10 @@ fn marker_record(
 /// Decodes a key S3 sent with `encoding-type=url` (form encoding: `+` is a space).
 fn url_decode(s: &str) -> Option<String> {
     let plus = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus).decode_utf8().ok().map(|c| c.into_owned())
+    percent_encoding::percent_decode_str(&plus)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 impl SourceClient {
@@ -425,18 +464,34 @@ mod tests {
 
     #[test]
     fn merges_versions_and_markers_per_key() {
-        let versions = vec![rec("a", false, 5, false), rec("a", false, 3, false), rec("c", true, 9, false)];
-        let markers = vec![rec("a", true, 7, true), rec("a", false, 4, true), rec("b", true, 1, true)];
-        let merged: Vec<_> =
-            merge_page(versions, markers).into_iter().map(|r| (r.key, r.last_modified.as_second())).collect();
-        let want: Vec<(String, i64)> =
-            [("a", 7), ("a", 5), ("a", 4), ("a", 3), ("b", 1), ("c", 9)].iter().map(|(k, s)| (k.to_string(), *s)).collect();
+        let versions = vec![
+            rec("a", false, 5, false),
+            rec("a", false, 3, false),
+            rec("c", true, 9, false),
+        ];
+        let markers = vec![
+            rec("a", true, 7, true),
+            rec("a", false, 4, true),
+            rec("b", true, 1, true),
+        ];
+        let merged: Vec<_> = merge_page(versions, markers)
+            .into_iter()
+            .map(|r| (r.key, r.last_modified.as_second()))
+            .collect();
+        let want: Vec<(String, i64)> = [("a", 7), ("a", 5), ("a", 4), ("a", 3), ("b", 1), ("c", 9)]
+            .iter()
+            .map(|(k, s)| (k.to_string(), *s))
+            .collect();
         assert_eq!(merged, want);
     }
 
     #[test]
     fn interleaves_prefixes_in_key_order() {
-        let records = vec![rec("a", true, 1, false), rec("a-b", true, 1, false), rec("a0", true, 1, false)];
+        let records = vec![
+            rec("a", true, 1, false),
+            rec("a-b", true, 1, false),
+            rec("a0", true, 1, false),
+        ];
         let items = interleave(records, vec!["a/".into(), "b/".into()]);
         let shape: Vec<String> = items
             .iter()
