@@ -7,8 +7,10 @@ pub mod cli;
 pub mod error;
 pub mod inventory;
 pub mod model;
+pub mod parts;
 pub mod progress;
 pub mod report;
+pub mod rules;
 pub mod s3;
 pub mod scan;
 
