@@ -6,7 +6,8 @@
 pub mod client;
 pub mod error;
 pub mod listing;
+pub mod ops;
 
-pub use client::{BucketSettings, DestClient, S3Config, SourceClient, Versioning};
+pub use client::{BucketSettings, DefaultEncryption, DestClient, ReplicationRead, S3Config, SourceClient, Versioning};
 pub use error::{S3Error, S3ErrorKind};
 pub use listing::ListConfig;
