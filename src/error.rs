@@ -38,6 +38,16 @@ pub enum Error {
     /// without its record.
     #[error("{0}")]
     Report(ReportError),
+    /// A configuration problem found before anything was written.
+    #[error("{0}")]
+    Config(String),
+    /// A plan (file or input listing) cannot be used.
+    #[error("{0}")]
+    Plan(String),
+    /// The state directory cannot be read or written: the run stops rather than go on
+    /// without its record.
+    #[error("{0}")]
+    State(String),
     /// Ctrl-C: the run stopped cleanly and a rerun resumes.
     #[error("interrupted; the reports written so far are kept, and running the same command again resumes")]
     Interrupted,
@@ -51,8 +61,10 @@ impl Error {
             | Error::Setup(_)
             | Error::Versioning { .. }
             | Error::Inventory(_)
-            | Error::ReportSetup(_) => 2,
-            Error::S3(_) | Error::Report(_) => 1,
+            | Error::ReportSetup(_)
+            | Error::Config(_)
+            | Error::Plan(_) => 2,
+            Error::S3(_) | Error::Report(_) | Error::State(_) => 1,
             Error::Interrupted => 130,
         }
     }

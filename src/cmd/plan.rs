@@ -1,0 +1,145 @@
+//! `plan`: both sides listed (or read from inventories), the target state planned key by
+//! key into `plan.csv`, with a summary for people and one for scripts.
+
+use std::path::PathBuf;
+
+use crate::cli::{GlobalArgs, OutTarget, PlanArgs, out_target, parse_location};
+use crate::error::{Error, Outcome};
+use crate::model::{Location, Side};
+use crate::plan::{NoEvidence, PlanConfig, PlanWriter};
+use crate::progress::Progress;
+use crate::report::{CsvReport, ReportDir, Summary};
+use crate::s3::{DestClient, ListConfig, S3Config, SourceClient};
+use crate::target::{SideInput, plan_actions};
+use crate::RunContext;
+
+/// A validated `plan`.
+#[derive(Debug, Clone)]
+pub struct PlanCmdConfig {
+    /// The replica.
+    pub source: Location,
+    /// The primary.
+    pub dest: Location,
+    /// The target state.
+    pub plan: PlanConfig,
+    /// Listing settings.
+    pub list: ListConfig,
+    /// Source connection.
+    pub source_s3: S3Config,
+    /// Destination connection.
+    pub dest_s3: S3Config,
+    /// Source inventory instead of a listing.
+    pub source_inventory: Option<PathBuf>,
+    /// Destination inventory instead of a listing.
+    pub dest_inventory: Option<PathBuf>,
+    /// Where the CSV goes.
+    pub out: OutTarget,
+    /// `--report-dir`.
+    pub report_dir: Option<PathBuf>,
+}
+
+impl PlanCmdConfig {
+    /// Validates the flags.
+    ///
+    /// # Errors
+    /// A bad URL or value.
+    pub fn try_from_args(args: PlanArgs, global: &GlobalArgs, now: jiff::Timestamp) -> Result<Self, crate::cli::CliError> {
+        Ok(PlanCmdConfig {
+            source: parse_location("--source", &args.source)?,
+            dest: parse_location("--dest", &args.dest)?,
+            plan: super::plan_config(&args.target, None, now)?,
+            list: args.conn.list_config()?,
+            source_s3: args.conn.s3_config(Side::Source, global),
+            dest_s3: args.conn.s3_config(Side::Dest, global),
+            source_inventory: args.source_inventory,
+            dest_inventory: args.dest_inventory,
+            out: out_target(args.out.as_deref()),
+            report_dir: args.target.report_dir,
+        })
+    }
+}
+
+/// Runs `plan`.
+///
+/// # Errors
+/// Setup errors (exit 2) before the plan is written; listing or report errors after.
+pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error> {
+    let source_client = match &cfg.source_inventory {
+        Some(_) => None,
+        None => {
+            let c = SourceClient::connect(&cfg.source_s3).await.map_err(Error::Setup)?;
+            let s = c.bucket_settings(&cfg.source.bucket).await.map_err(Error::Setup)?;
+            super::require_source_versioned(&cfg.source, &s)?;
+            Some(c)
+        }
+    };
+    let dest_client = match &cfg.dest_inventory {
+        Some(_) => None,
+        None => {
+            let c = DestClient::connect(&cfg.dest_s3).await.map_err(Error::Setup)?;
+            c.bucket_settings(&cfg.dest.bucket).await.map_err(Error::Setup)?;
+            Some(c)
+        }
+    };
+    let dir = ReportDir::create("plan", cfg.report_dir.as_deref(), ctx.started).map_err(Error::ReportSetup)?;
+    let csv_path = match &cfg.out {
+        OutTarget::ReportDir => Some(dir.file("plan.csv")),
+        OutTarget::File(p) => Some(p.clone()),
+        OutTarget::Stdout => None,
+    };
+    let sink = CsvReport::create(csv_path.clone()).map_err(Error::ReportSetup)?;
+    let mut writer = PlanWriter::new(sink, csv_path.as_ref().map(|p| p.display().to_string()).unwrap_or("-".into()), &cfg.source, &cfg.dest)
+        .map_err(|e| Error::Plan(e.to_string()))?;
+
+    let source_input = match (&cfg.source_inventory, &source_client) {
+        (Some(p), _) => SideInput::Inventory(p.clone()),
+        (None, Some(c)) => SideInput::Live(c),
+        (None, None) => unreachable!("a client exists when no inventory is given"),
+    };
+    let dest_input = match (&cfg.dest_inventory, &dest_client) {
+        (Some(p), _) => SideInput::Inventory(p.clone()),
+        (None, Some(c)) => SideInput::Live(c),
+        (None, None) => unreachable!("a client exists when no inventory is given"),
+    };
+    let progress = Progress::counter("plan", "rows");
+    let planning = plan_actions(source_input, dest_input, &cfg.source, &cfg.dest, cfg.list, &cfg.plan, &NoEvidence, |action| {
+        progress.inc(1);
+        writer.write(&action).map_err(|e| Error::Report(crate::report::ReportError::Write {
+            path: PathBuf::from("plan.csv"),
+            source: std::io::Error::other(e.to_string()),
+        }))
+    });
+    let summary = tokio::select! {
+        biased;
+        _ = ctx.cancel.cancelled() => return Err(Error::Interrupted),
+        s = planning => s?,
+    };
+    progress.finish();
+    let sink = writer.finish().map_err(|e| Error::Plan(e.to_string()))?;
+    let digest = sink.finish().map_err(Error::Report)?;
+
+    let mut report = Summary::new("plan", ctx.started, ctx.args.clone());
+    super::summary_counts(&summary, &mut report);
+    report.extra.insert("source".into(), cfg.source.to_string().into());
+    report.extra.insert("dest".into(), cfg.dest.to_string().into());
+    report.extra.insert("mode".into(), super::mode_key(&cfg.plan).into());
+    report.extra.insert("requests".into(), summary.requests.into());
+    report.extra.insert("conflict_keys".into(), summary.conflict_keys.clone().into());
+    if let Some(p) = &csv_path {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        report.reports.insert(name, digest);
+    }
+    let summary_path = report.write(&dir).map_err(Error::Report)?;
+    eprint!("{}", super::plan_table(&summary));
+    let line = format!("plan: {}", super::plan_line(&summary));
+    match &cfg.out {
+        OutTarget::Stdout => eprintln!("{}\n{line}", summary_path.display()),
+        _ => {
+            if let Some(p) = &csv_path {
+                println!("{}", p.display());
+            }
+            println!("{}\n{line}", summary_path.display());
+        }
+    }
+    Ok(Outcome::Complete)
+}

@@ -1,0 +1,633 @@
+//! `restore`: plan (or read `--plan`), ask, execute with the engine, journal every outcome
+//! in the state directory, and report. A run cut short resumes from its state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::RunContext;
+use crate::cli::{AclsArg, CliError, EngineArg, GlobalArgs, RestoreArgs, SseArg, parse_location};
+use crate::error::{Error, Outcome};
+use crate::model::{Location, Side};
+use crate::plan::{ActionKind, Evidence, PlanConfig, PlanSummary, PlanWriter, PlannedAction, read_plan};
+use crate::progress::Progress;
+use crate::report::{CsvReport, ReportDir, ReportError, Summary, human_bytes};
+use crate::restore::{ActionOutcome, Engine, EngineConfig, Event, Status, StorageClassPolicy};
+use crate::rules::ReplicationConfig;
+use crate::s3::ops::SseChoice;
+use crate::s3::{DestClient, ListConfig, ReplicationRead, S3Config, SourceClient};
+use crate::state::{JournalEntry, JournalWriter, OutcomeEntry, RunKey, StateDir, StateError};
+use crate::target::{SideInput, plan_actions};
+
+/// Requests in flight when `--concurrency` is not given.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
+/// A validated `restore` (and the restore half of `drill`).
+#[derive(Debug, Clone)]
+pub struct RestoreCmdConfig {
+    /// The replica.
+    pub source: Location,
+    /// The primary (or scratch).
+    pub dest: Location,
+    /// The target state.
+    pub plan: PlanConfig,
+    /// Listing settings.
+    pub list: ListConfig,
+    /// Source connection.
+    pub source_s3: S3Config,
+    /// Destination connection.
+    pub dest_s3: S3Config,
+    /// `--plan FILE`.
+    pub plan_file: Option<PathBuf>,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// `--part-size`.
+    pub part_size: Option<u64>,
+    /// `--acls`.
+    pub acls: Option<AclsArg>,
+    /// `--storage-class`.
+    pub storage_class: Option<String>,
+    /// `--sse` with its key.
+    pub sse: Option<SseChoice>,
+    /// `--restore-archived DAYS` and `--restore-tier`.
+    pub restore_archived: Option<(u32, Option<String>)>,
+    /// The state directory's base.
+    pub state_dir: PathBuf,
+    /// `--fresh`.
+    pub fresh: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--yes`.
+    pub yes: bool,
+    /// `--report-dir`.
+    pub report_dir: Option<PathBuf>,
+    /// `--replication-config`.
+    pub replication_config: Option<PathBuf>,
+}
+
+impl RestoreCmdConfig {
+    /// Validates the flags.
+    ///
+    /// # Errors
+    /// A bad URL or value.
+    pub fn try_from_args(args: RestoreArgs, global: &GlobalArgs, now: jiff::Timestamp) -> Result<Self, CliError> {
+        if args.engine == EngineArg::BatchOperations {
+            return Err(CliError::NotImplemented("--engine batch-operations"));
+        }
+        let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if concurrency == 0 {
+            return Err(CliError::Invalid { flag: "--concurrency", message: "must be at least 1".into() });
+        }
+        let sse = match (args.sse, args.sse_kms_key_id) {
+            (None, None) => None,
+            (Some(SseArg::Aes256), None) => Some(SseChoice::Aes256),
+            (Some(SseArg::AwsKms), key) => Some(SseChoice::Kms(key)),
+            (_, Some(_)) => {
+                return Err(CliError::Invalid { flag: "--sse-kms-key-id", message: "goes with --sse aws:kms".into() });
+            }
+        };
+        if let Some(p) = args.part_size {
+            if p == 0 {
+                return Err(CliError::Invalid { flag: "--part-size", message: "must be more than 0".into() });
+            }
+            if crate::parts::below_s3_minimum(p) {
+                warn!(part_size = p, "--part-size is below S3's 5 MiB minimum part size: S3 refuses such parts");
+            }
+        }
+        if args.restore_tier.is_some() && args.restore_archived.is_none() {
+            return Err(CliError::Invalid { flag: "--restore-tier", message: "goes with --restore-archived".into() });
+        }
+        if args.restore_archived == Some(0) {
+            return Err(CliError::Invalid { flag: "--restore-archived", message: "takes a number of days, at least 1".into() });
+        }
+        Ok(RestoreCmdConfig {
+            source: parse_location("--source", &args.source)?,
+            dest: parse_location("--dest", &args.dest)?,
+            plan: super::plan_config(&args.target, args.multipart_threshold, now)?,
+            list: args.conn.list_config()?,
+            source_s3: args.conn.s3_config(Side::Source, global),
+            dest_s3: args.conn.s3_config(Side::Dest, global),
+            plan_file: args.plan,
+            concurrency,
+            part_size: args.part_size,
+            acls: args.acls,
+            storage_class: args.storage_class,
+            sse,
+            restore_archived: args
+                .restore_archived
+                .map(|d| (d, args.restore_tier.map(|t| format!("{t:?}")))),
+            state_dir: args.state_dir.unwrap_or_else(|| PathBuf::from(".s3-failback")),
+            fresh: args.fresh,
+            dry_run: args.dry_run,
+            yes: args.yes,
+            report_dir: args.target.report_dir,
+            replication_config: args.target.replication_config,
+        })
+    }
+}
+
+/// The journal's record of earlier copies, as evidence of identity for the planner.
+struct Copied(HashMap<String, String>);
+
+impl Evidence for Copied {
+    fn copied_from(&self, _dest_key: &str, dest_version_id: &str) -> Option<&str> {
+        self.0.get(dest_version_id).map(String::as_str)
+    }
+}
+
+/// One row of `restore.csv`.
+#[derive(Debug, Serialize)]
+struct RestoreRow<'a> {
+    key: &'a str,
+    source_version_id: &'a str,
+    dest_key: &'a str,
+    dest_version_id: &'a str,
+    action: &'a str,
+    size: Option<u64>,
+    etag_source: &'a str,
+    etag_dest: &'a str,
+    status: &'a str,
+    attempts: u32,
+    duration_ms: u64,
+    error: &'a str,
+    engine: &'a str,
+}
+
+const RESTORE_COLUMNS: [&str; 13] = [
+    "key",
+    "source_version_id",
+    "dest_key",
+    "dest_version_id",
+    "action",
+    "size",
+    "etag_source",
+    "etag_dest",
+    "status",
+    "attempts",
+    "duration_ms",
+    "error",
+    "engine",
+];
+
+fn state_error(e: StateError) -> Error {
+    Error::State(e.to_string())
+}
+
+/// Everything a restore learnt before writing.
+struct Prepared {
+    source: SourceClient,
+    dest: DestClient,
+    engine_cfg: EngineConfig,
+    notes: Vec<String>,
+}
+
+/// Connects both sides, reads the bucket settings once and decides encryption, ACLs,
+/// Object Lock and storage class; refuses (exit 2) what cannot work.
+async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
+    let source = SourceClient::connect(&cfg.source_s3).await.map_err(Error::Setup)?;
+    let dest = DestClient::connect(&cfg.dest_s3).await.map_err(Error::Setup)?;
+    // Server-side copy needs one service that sees both buckets.
+    if source.endpoint() != dest.endpoint() {
+        return Err(Error::Config(format!(
+            "the source and destination are on different endpoints ({} and {}): a server-side copy needs one service that sees both buckets",
+            source.endpoint().unwrap_or("AWS"),
+            dest.endpoint().unwrap_or("AWS")
+        )));
+    }
+    let (source_settings, dest_settings) = tokio::join!(
+        source.full_bucket_settings(&cfg.source.bucket),
+        dest.full_bucket_settings(&cfg.dest.bucket)
+    );
+    let source_settings = match source_settings {
+        Ok(s) => s,
+        Err(e) if e.is_configuration() && e.kind != crate::s3::S3ErrorKind::AccessDenied => return Err(Error::Setup(e)),
+        Err(e) => {
+            // The replica's ownership, encryption or lock settings may be unreadable to a
+            // read-only role; versioning is what must be readable.
+            warn!(error = %e, "cannot read every setting of the source bucket");
+            source.bucket_settings(&cfg.source.bucket).await.map_err(Error::Setup)?
+        }
+    };
+    super::require_source_versioned(&cfg.source, &source_settings)?;
+    let dest_settings = dest_settings.map_err(Error::Setup)?;
+    super::require_dest_enabled(&cfg.dest, &dest_settings)?;
+
+    let mut notes = Vec::new();
+    let rules: Option<ReplicationConfig> = match &cfg.replication_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+            Some(crate::rules::parse_json(&text, &path.display().to_string()).map_err(|e| Error::Config(e.to_string()))?)
+        }
+        None => match dest.replication_rules(&cfg.dest.bucket).await {
+            ReplicationRead::Rules(r) => Some(r),
+            ReplicationRead::None => None,
+            ReplicationRead::Unreadable(why) => {
+                notes.push(format!("the primary's replication rules could not be read ({why}): storage classes follow the replica"));
+                None
+            }
+        },
+    };
+    let replica_kms_rule = rules.as_ref().is_some_and(|r| {
+        crate::rules::rules_towards(r, &cfg.source.bucket).any(|rule| rule.destination.replica_kms_key_id.is_some())
+    });
+    let source_kms = source_settings.default_encryption.as_ref().is_some_and(|e| e.is_kms()) || replica_kms_rule;
+    let dest_kms = dest_settings.default_encryption.as_ref().is_some_and(|e| e.is_kms());
+    let sse = match &cfg.sse {
+        Some(choice) => choice.clone(),
+        None if source_kms && !dest_kms => {
+            return Err(Error::Config(format!(
+                "the replica holds SSE-KMS data ({}) but the primary's default encryption is {}: say what to write with --sse AES256, or --sse aws:kms --sse-kms-key-id KEY (a key of the primary's region)",
+                if replica_kms_rule { "a replication rule sets a replica KMS key" } else { "its default encryption is SSE-KMS" },
+                dest_settings.default_encryption.as_ref().map(|e| e.algorithm.as_str()).unwrap_or("none")
+            )));
+        }
+        // Where the destination reports no default, ask for SSE-S3 ourselves.
+        None if dest_settings.default_encryption.is_none() => SseChoice::Aes256,
+        None => SseChoice::BucketDefault,
+    };
+    let copy_acls = dest_settings.acls_accepted && cfg.acls != Some(AclsArg::Skip);
+    if cfg.acls == Some(AclsArg::Copy) && !dest_settings.acls_accepted {
+        notes.push(format!("bucket {} has ACLs disabled (BucketOwnerEnforced): grants are not copied", cfg.dest.bucket));
+    }
+    let storage_class = match (&cfg.storage_class, rules) {
+        (Some(c), _) => StorageClassPolicy::Override(c.clone()),
+        (None, Some(r)) => StorageClassPolicy::Rules { rules: Arc::new(r), replica_bucket: cfg.source.bucket.clone() },
+        (None, None) => StorageClassPolicy::Keep,
+    };
+    let engine_cfg = EngineConfig {
+        source: cfg.source.clone(),
+        dest: cfg.dest.clone(),
+        concurrency: cfg.concurrency,
+        initial_concurrency: cfg.concurrency,
+        max_attempts: 10,
+        part_size: cfg.part_size,
+        copy_acls,
+        copy_lock: dest_settings.object_lock,
+        sse,
+        storage_class,
+        restore_archived: cfg.restore_archived.clone(),
+        resume_since: None,
+    };
+    Ok(Prepared { source, dest, engine_cfg, notes })
+}
+
+/// Runs `restore`.
+///
+/// # Errors
+/// Setup errors (exit 2) before writing; state, report or S3 errors after (exit 1);
+/// Ctrl-C (exit 130).
+pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Error> {
+    let Prepared { source, dest, mut engine_cfg, notes } = prepare(&cfg).await?;
+    for note in &notes {
+        warn!("{note}");
+    }
+    let key = RunKey::new(cfg.source.to_string(), cfg.dest.to_string(), super::mode_key(&cfg.plan));
+    let state = StateDir::open(&cfg.state_dir, &key).map_err(state_error)?;
+    if cfg.fresh && let Some(old) = state.discard_unfinished().map_err(state_error)? {
+        info!(started = %old.started, "--fresh: discarded the unfinished run's state");
+    }
+    let dir = ReportDir::create("restore", cfg.report_dir.as_deref(), ctx.started).map_err(Error::ReportSetup)?;
+
+    // Resume an unfinished run, or plan afresh.
+    let unfinished = if cfg.dry_run { None } else { state.unfinished().map_err(state_error)? };
+    let (actions, summary, resumed) = match &unfinished {
+        Some(run) => {
+            eprintln!("resuming the run started {} (state in {})", run.started, state.path().display());
+            let file = std::fs::File::open(state.plan_path()).map_err(|e| Error::State(format!("cannot open {}: {e}", state.plan_path().display())))?;
+            let actions = read_plan(file, &state.plan_path().display().to_string(), &cfg.source, &cfg.dest)
+                .map_err(|e| Error::Plan(e.to_string()))?;
+            let mut summary = PlanSummary::new(cfg.part_size);
+            actions.iter().for_each(|a| summary.add(a));
+            (actions, summary, Some(run.clone()))
+        }
+        None => {
+            let (actions, summary) = match &cfg.plan_file {
+                Some(path) => {
+                    let file = std::fs::File::open(path).map_err(|e| Error::Config(format!("cannot open plan {}: {e}", path.display())))?;
+                    let actions = read_plan(file, &path.display().to_string(), &cfg.source, &cfg.dest)
+                        .map_err(|e| Error::Plan(e.to_string()))?;
+                    let mut summary = PlanSummary::new(cfg.part_size);
+                    actions.iter().for_each(|a| summary.add(a));
+                    (actions, summary)
+                }
+                None => {
+                    let evidence = Copied(state.copied_evidence().map_err(state_error)?);
+                    let mut actions = Vec::new();
+                    let progress = Progress::counter("plan", "rows");
+                    let planning = plan_actions(
+                        SideInput::Live(&source),
+                        SideInput::Live(&dest),
+                        &cfg.source,
+                        &cfg.dest,
+                        cfg.list,
+                        &cfg.plan,
+                        &evidence,
+                        |a| {
+                            progress.inc(1);
+                            actions.push(a);
+                            Ok(())
+                        },
+                    );
+                    let summary = tokio::select! {
+                        biased;
+                        _ = ctx.cancel.cancelled() => return Err(Error::Interrupted),
+                        s = planning => s?,
+                    };
+                    progress.finish();
+                    (actions, summary)
+                }
+            };
+            (actions, summary, None)
+        }
+    };
+    write_plan(&dir.file("plan.csv"), &cfg, &actions).map_err(Error::ReportSetup)?;
+    eprint!("{}", super::plan_table(&summary));
+    let writes: Vec<&PlannedAction> = actions.iter().filter(|a| a.action.writes()).collect();
+    let write_bytes: u64 = writes.iter().map(|a| a.size_bytes.unwrap_or(0)).sum();
+
+    if cfg.dry_run {
+        let mut report = Summary::new("restore", ctx.started, ctx.args.clone());
+        super::summary_counts(&summary, &mut report);
+        report.extra.insert("dry_run".into(), true.into());
+        let path = report.write(&dir).map_err(Error::Report)?;
+        println!("{}\n{}", dir.file("plan.csv").display(), path.display());
+        println!("restore (dry run, nothing written): would write {} versions ({})", writes.len(), human_bytes(write_bytes));
+        return Ok(Outcome::Complete);
+    }
+    if resumed.is_none() && !writes.is_empty() && !cfg.yes {
+        confirm(writes.len(), write_bytes, &cfg.dest)?;
+    }
+
+    // The run's record: the plan it executes, then one journal line per outcome.
+    let run = match &resumed {
+        Some(r) => r.clone(),
+        None => {
+            let run = state.begin(ctx.started).map_err(state_error)?;
+            write_plan(&state.plan_path(), &cfg, &actions).map_err(|e| Error::State(e.to_string()))?;
+            run
+        }
+    };
+    let loaded = state.load().map_err(state_error)?;
+    let journal = JournalWriter::open(&state).map_err(state_error)?;
+
+    // Uploads the interrupted run left open are aborted before anything else.
+    let known_uploads: Vec<String> = loaded.open_uploads.iter().map(|u| u.upload_id.clone()).collect();
+    for u in &loaded.open_uploads {
+        if let Err(e) = dest.abort_multipart(&cfg.dest.bucket, &u.dest_key, &u.upload_id).await {
+            warn!(key = %u.dest_key, error = %e, "could not abort an upload the interrupted run left open");
+        } else {
+            journal
+                .record(JournalEntry::UploadEnded { upload_id: u.upload_id.clone(), completed: false })
+                .await
+                .map_err(state_error)?;
+        }
+    }
+    abort_stray_uploads(&dest, &cfg.dest, &actions, run.started, &known_uploads).await;
+
+    if resumed.is_some() {
+        engine_cfg.resume_since = Some(run.started);
+    }
+    let finished: BTreeMap<u64, OutcomeEntry> =
+        loaded.outcomes.into_iter().filter(|(_, o)| o.status != Status::Failed.as_str()).collect();
+
+    // restore.csv covers the whole plan: earlier outcomes first, then this run's.
+    let mut csv = CsvReport::create(Some(dir.file("restore.csv"))).map_err(Error::ReportSetup)?;
+    csv.write_header(&RESTORE_COLUMNS).map_err(Error::Report)?;
+    let mut counts: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    for (idx, o) in &finished {
+        if let Some(a) = actions.get(*idx as usize) {
+            let status = Status::parse(&o.status).unwrap_or(Status::Failed);
+            let outcome = ActionOutcome {
+                status,
+                dest_version_id: o.dest_version_id.clone(),
+                etag_dest: o.etag_dest.clone(),
+                attempts: o.attempts,
+                duration_ms: o.duration_ms,
+                error: o.error.clone(),
+            };
+            write_row(&mut csv, a, &outcome).map_err(Error::Report)?;
+            let c = counts.entry(status.as_str()).or_default();
+            c.0 += 1;
+            c.1 += a.size_bytes.unwrap_or(0);
+        }
+    }
+
+    let run_cancel = ctx.cancel.child_token();
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let engine = Engine::new(source.clone(), dest.clone(), engine_cfg, tx, run_cancel.clone());
+    let todo: Vec<(u64, PlannedAction)> = actions
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !finished.contains_key(&(*i as u64)))
+        .map(|(i, a)| (i as u64, a.clone()))
+        .collect();
+    let todo_writes = todo.iter().filter(|(_, a)| a.action.writes()).count() as u64;
+    let progress = Progress::bar("restore", todo_writes, "objects");
+    let limit = engine.limit().clone();
+    let executor = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.execute(todo).await })
+    };
+    drop(engine);
+
+    // The recorder: journal first, then the report, for every event.
+    let mut record_error: Option<Error> = None;
+    let (mut failed_n, mut done_n) = (0u64, 0u64);
+    while let Some(event) = rx.recv().await {
+        if record_error.is_some() {
+            continue;
+        }
+        let result: Result<(), Error> = async {
+            match event {
+                Event::Outcome { idx, action, outcome } => {
+                    journal
+                        .record(JournalEntry::Outcome(OutcomeEntry {
+                            idx,
+                            key: action.key.clone(),
+                            source_version_id: action.source_version_id.clone(),
+                            dest_key: action.dest_key.clone(),
+                            dest_version_id: outcome.dest_version_id.clone(),
+                            status: outcome.status.as_str().to_owned(),
+                            attempts: outcome.attempts,
+                            duration_ms: outcome.duration_ms,
+                            etag_dest: outcome.etag_dest.clone(),
+                            error: outcome.error.clone(),
+                        }))
+                        .await
+                        .map_err(state_error)?;
+                    write_row(&mut csv, &action, &outcome).map_err(Error::Report)?;
+                    let c = counts.entry(outcome.status.as_str()).or_default();
+                    c.0 += 1;
+                    c.1 += action.size_bytes.unwrap_or(0);
+                    if action.action.writes() {
+                        progress.inc(1);
+                        match outcome.status {
+                            Status::Failed => failed_n += 1,
+                            _ => done_n += 1,
+                        }
+                        progress.message(format!("in flight ≤ {}, {} failed", limit.limit(), failed_n));
+                    }
+                }
+                Event::UploadStarted { idx, dest_key, upload_id } => {
+                    journal.record(JournalEntry::UploadStarted { idx, dest_key, upload_id }).await.map_err(state_error)?;
+                }
+                Event::UploadEnded { upload_id, completed } => {
+                    journal.record(JournalEntry::UploadEnded { upload_id, completed }).await.map_err(state_error)?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            // Never go on without the record: stop the run.
+            tracing::error!(error = %e, "stopping: the run's record cannot be written");
+            run_cancel.cancel();
+            record_error = Some(e);
+        }
+    }
+    let _ = executor.await;
+    progress.finish();
+    let journal_closed = journal.close().await.map_err(state_error);
+    if let Some(e) = record_error {
+        return Err(e);
+    }
+    journal_closed?;
+    let interrupted = ctx.cancel.is_cancelled();
+    abort_stray_uploads(&dest, &cfg.dest, &actions, run.started, &[]).await;
+    if !interrupted {
+        state.finish().map_err(state_error)?;
+    }
+    let digest = csv.finish().map_err(Error::Report)?;
+
+    let stats = limit.stats();
+    let mut report = Summary::new("restore", ctx.started, ctx.args.clone());
+    for s in Status::ALL {
+        let (n, b) = counts.get(s.as_str()).copied().unwrap_or_default();
+        report.counts.insert(s.as_str().to_owned(), n);
+        report.bytes.insert(s.as_str().to_owned(), b);
+    }
+    report.counts.insert("primary_only".to_owned(), summary.primary_only);
+    report.reports.insert("restore.csv".to_owned(), digest);
+    if let Ok(bytes) = std::fs::read(dir.file("plan.csv")) {
+        use sha2::Digest;
+        report.reports.insert("plan.csv".to_owned(), hex::encode(sha2::Sha256::digest(&bytes)));
+    }
+    report.extra.insert(
+        "concurrency".into(),
+        serde_json::json!({"min": stats.min, "max": stats.max, "final": stats.last, "throttled": stats.throttled}),
+    );
+    report.extra.insert("state_dir".into(), state.path().display().to_string().into());
+    report.extra.insert("resumed".into(), resumed.is_some().into());
+    report.extra.insert("interrupted".into(), interrupted.into());
+    let summary_path = report.write(&dir).map_err(Error::Report)?;
+
+    let count = |s: Status| counts.get(s.as_str()).map(|c| c.0).unwrap_or(0);
+    println!("{}\n{}\n{}", dir.file("plan.csv").display(), dir.file("restore.csv").display(), summary_path.display());
+    println!(
+        "restore{}: {} done, {} skipped, {} conflict, {} archived, {} pending, {} failed",
+        if interrupted { " (interrupted)" } else { "" },
+        count(Status::Done),
+        count(Status::Skipped),
+        count(Status::Conflict),
+        count(Status::Archived),
+        count(Status::Pending),
+        count(Status::Failed)
+    );
+    let _ = done_n;
+    if interrupted {
+        return Err(Error::Interrupted);
+    }
+    if count(Status::Failed) + count(Status::Archived) + count(Status::Pending) > 0 {
+        Ok(Outcome::Incomplete)
+    } else {
+        Ok(Outcome::Complete)
+    }
+}
+
+fn write_row(
+    csv: &mut CsvReport<crate::report::Sink>,
+    a: &PlannedAction,
+    o: &ActionOutcome,
+) -> Result<(), ReportError> {
+    csv.write(&RestoreRow {
+        key: &a.key,
+        source_version_id: &a.source_version_id,
+        dest_key: &a.dest_key,
+        dest_version_id: o.dest_version_id.as_deref().unwrap_or(""),
+        action: a.action.as_str(),
+        size: if a.is_delete_marker { None } else { a.size_bytes },
+        etag_source: a.etag.as_deref().unwrap_or(""),
+        etag_dest: o.etag_dest.as_deref().unwrap_or(""),
+        status: o.status.as_str(),
+        attempts: o.attempts,
+        duration_ms: o.duration_ms,
+        error: o.error.as_deref().unwrap_or(""),
+        engine: "local",
+    })
+}
+
+fn write_plan(path: &std::path::Path, cfg: &RestoreCmdConfig, actions: &[PlannedAction]) -> Result<(), ReportError> {
+    let sink = CsvReport::create(Some(path.to_owned()))?;
+    let io_err = |e: crate::plan::PlanFileError| ReportError::Write { path: path.to_owned(), source: std::io::Error::other(e.to_string()) };
+    let mut w = PlanWriter::new(sink, path.display().to_string(), &cfg.source, &cfg.dest).map_err(io_err)?;
+    for a in actions {
+        w.write(a).map_err(io_err)?;
+    }
+    w.finish().map_err(io_err)?.finish()?;
+    Ok(())
+}
+
+/// Asks before writing; refuses when nobody can answer.
+fn confirm(versions: usize, bytes: u64, dest: &Location) -> Result<(), Error> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::Config(format!(
+            "refusing to write {versions} versions to {dest} without confirmation: stdin is not a terminal (pass --yes)"
+        )));
+    }
+    eprint!("write {versions} versions ({}) to {dest}? [y/N] ", human_bytes(bytes));
+    let mut answer = String::new();
+    stdin.read_line(&mut answer).map_err(|e| Error::Config(format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(Error::Config("not confirmed: nothing was written".to_owned()))
+    }
+}
+
+/// Aborts multipart uploads on the plan's keys that were started since the run began and
+/// that the journal does not know: a killed run's leftovers (DESIGN.md "State and resume").
+async fn abort_stray_uploads(
+    dest: &DestClient,
+    loc: &Location,
+    actions: &[PlannedAction],
+    since: jiff::Timestamp,
+    known: &[String],
+) {
+    if !actions.iter().any(|a| a.action == ActionKind::MultipartCopy) {
+        return;
+    }
+    let keys: std::collections::HashSet<&str> =
+        actions.iter().filter(|a| a.action == ActionKind::MultipartCopy).map(|a| a.dest_key.as_str()).collect();
+    let earliest = since.checked_sub(jiff::SignedDuration::from_secs(60)).unwrap_or(since);
+    match dest.list_open_uploads(&loc.bucket, loc.list_prefix()).await {
+        Ok(uploads) => {
+            for u in uploads {
+                let ours = keys.contains(u.key.as_str()) && u.initiated.is_none_or(|t| t >= earliest);
+                if ours && !known.contains(&u.upload_id) {
+                    match dest.abort_multipart(&loc.bucket, &u.key, &u.upload_id).await {
+                        Ok(()) => info!(key = %u.key, upload_id = %u.upload_id, "aborted a multipart upload left open"),
+                        Err(e) => warn!(key = %u.key, error = %e, "could not abort a multipart upload left open"),
+                    }
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, "could not list open multipart uploads"),
+    }
+}

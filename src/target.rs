@@ -1,0 +1,147 @@
+//! The target state as a stream of planned actions: both sides listed (or read from
+//! inventories) concurrently, merge-joined, planned key by key. `plan`, `restore`,
+//! `verify` and `drill` all start here, so they mean the same target by the same flags.
+//!
+//! Archived source versions are HEADed here, and only they: a finished archive restore
+//! makes the version copyable, an ongoing one is `pending`.
+
+use std::path::PathBuf;
+
+use futures::{Stream, StreamExt};
+
+use crate::error::Error;
+use crate::inventory::{InventoryError, InventoryReader};
+use crate::model::{Location, VersionRecord};
+use crate::plan::{ActionKind, Evidence, PlanConfig, PlanSummary, PlannedAction, plan_key};
+use crate::reconcile::{ReconcileConfig, ReconcileError, Reconciled, reconcile};
+use crate::s3::{DestClient, ListConfig, S3Error, SourceClient};
+
+/// Where one side's versions come from.
+pub enum SideInput<'a, C> {
+    /// A live listing through this client.
+    Live(&'a C),
+    /// An inventory CSV written earlier.
+    Inventory(PathBuf),
+}
+
+/// What went wrong reading one side.
+#[derive(Debug, thiserror::Error)]
+pub enum SideError {
+    /// The listing failed.
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    /// The inventory file could not be read.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+}
+
+type Records = std::pin::Pin<Box<dyn Stream<Item = Result<VersionRecord, SideError>> + Send>>;
+
+fn inventory_stream(path: PathBuf) -> Result<Records, Error> {
+    let reader = InventoryReader::open(&path)?;
+    Ok(Box::pin(futures::stream::iter(reader.map(|r| r.map_err(SideError::from)))))
+}
+
+fn source_records(input: &SideInput<'_, SourceClient>, loc: &Location, list: ListConfig) -> Result<Records, Error> {
+    Ok(match input {
+        SideInput::Live(c) => Box::pin(c.list_versions(loc, list).map(|r| r.map_err(SideError::from))),
+        SideInput::Inventory(p) => inventory_stream(p.clone())?,
+    })
+}
+
+fn dest_records(input: &SideInput<'_, DestClient>, loc: &Location, list: ListConfig) -> Result<Records, Error> {
+    Ok(match input {
+        SideInput::Live(c) => Box::pin(c.list_versions(loc, list).map(|r| r.map_err(SideError::from))),
+        SideInput::Inventory(p) => inventory_stream(p.clone())?,
+    })
+}
+
+/// Turns a join error back into the crate's error, keeping S3's classification.
+fn join_error(e: ReconcileError) -> Error {
+    match e {
+        ReconcileError::Listing { source, .. } => match source.downcast::<SideError>() {
+            Ok(side) => match *side {
+                SideError::S3(s3) => Error::S3(s3),
+                SideError::Inventory(inv) => Error::Inventory(inv),
+            },
+            Err(other) => Error::Plan(other.to_string()),
+        },
+        other => Error::Plan(other.to_string()),
+    }
+}
+
+/// Plans every source key under `source` against `dest`, handing each action to `sink` in
+/// plan order, and returns the plan's totals.
+///
+/// # Errors
+/// A side could not be read, the join found the input out of order, an archived
+/// version's HEAD failed, or `sink` failed.
+#[allow(clippy::too_many_arguments)]
+pub async fn plan_actions<F>(
+    source_input: SideInput<'_, SourceClient>,
+    dest_input: SideInput<'_, DestClient>,
+    source: &Location,
+    dest: &Location,
+    list: ListConfig,
+    cfg: &PlanConfig,
+    evidence: &dyn Evidence,
+    mut sink: F,
+) -> Result<PlanSummary, Error>
+where
+    F: FnMut(PlannedAction) -> Result<(), Error>,
+{
+    let source_client = match &source_input {
+        SideInput::Live(c) => Some(*c),
+        SideInput::Inventory(_) => None,
+    };
+    let src = source_records(&source_input, source, list)?;
+    let dst = dest_records(&dest_input, dest, list)?;
+    let joined = reconcile(src, dst, ReconcileConfig { source: source.clone(), dest: dest.clone() });
+    let mut joined = std::pin::pin!(joined);
+    let mut summary = PlanSummary::new(None);
+    while let Some(item) = joined.next().await {
+        match item.map_err(join_error)? {
+            Reconciled::PrimaryOnly { .. } => summary.add_primary_only(),
+            Reconciled::Key(diff) => {
+                for mut action in plan_key(&diff, cfg, evidence) {
+                    if action.action == ActionKind::Archived
+                        && let Some(client) = source_client
+                    {
+                        resolve_archived(client, &source.bucket, &diff.source, cfg, &mut action).await?;
+                    }
+                    summary.add(&action);
+                    sink(action)?;
+                }
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// HEADs an archived source version: a finished restore makes it copyable, an ongoing one
+/// pending (DESIGN.md: archived versions are HEADed, and only they).
+async fn resolve_archived(
+    client: &SourceClient,
+    bucket: &str,
+    versions: &[VersionRecord],
+    cfg: &PlanConfig,
+    action: &mut PlannedAction,
+) -> Result<(), Error> {
+    let head = client.head_version(bucket, &action.key, &action.source_version_id, None).await.map_err(Error::S3)?;
+    match head.restore.as_deref() {
+        Some(r) if r.contains("ongoing-request=\"false\"") => {
+            if let Some(v) = versions.iter().find(|v| v.version_id == action.source_version_id) {
+                let mut copyable = v.clone();
+                copyable.storage_class = Some("STANDARD".to_owned());
+                action.action = crate::plan::copy_kind(&copyable, cfg);
+                action.reason = format!("{} restored from archive", v.storage_class.as_deref().unwrap_or("archived"));
+            }
+        }
+        Some(r) if r.contains("ongoing-request=\"true\"") => {
+            action.action = ActionKind::Pending;
+            action.reason = "restore from archive under way".to_owned();
+        }
+        _ => {}
+    }
+    Ok(())
+}
