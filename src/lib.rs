@@ -3,3 +3,4 @@
 //! The pipeline runs one way: scan, reconcile, plan, restore, verify, reports.
 
 pub mod model;
+pub mod reconcile;
