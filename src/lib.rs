@@ -3,4 +3,5 @@
 //! The pipeline runs one way: scan, reconcile, plan, restore, verify, reports.
 
 pub mod model;
+pub mod plan;
 pub mod reconcile;
