@@ -4,15 +4,20 @@
 //! is a module; [`run`] calls one function per subcommand.
 
 pub mod cli;
+pub mod cmd;
 pub mod error;
 pub mod inventory;
 pub mod model;
 pub mod parts;
+pub mod plan;
 pub mod progress;
+pub mod reconcile;
 pub mod report;
+pub mod restore;
 pub mod rules;
 pub mod s3;
 pub mod scan;
+pub mod target;
 
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
@@ -38,8 +43,20 @@ pub struct RunContext {
 pub async fn run(cli: Cli, ctx: RunContext) -> Result<Outcome, Error> {
     match cli.command {
         Command::Scan(args) => scan::run(scan::ScanConfig::try_from_args(args, &cli.global)?, &ctx).await,
-        Command::Plan(_) => Err(CliError::NotImplemented("plan").into()),
-        Command::Restore(_) => Err(CliError::NotImplemented("restore").into()),
+        Command::Plan(args) => {
+            cmd::plan::run(
+                cmd::plan::PlanCmdConfig::try_from_args(args, &cli.global, ctx.started)?,
+                &ctx,
+            )
+            .await
+        }
+        Command::Restore(args) => {
+            cmd::restore::run(
+                cmd::restore::RestoreCmdConfig::try_from_args(args, &cli.global, ctx.started)?,
+                &ctx,
+            )
+            .await
+        }
         Command::Verify(_) => Err(CliError::NotImplemented("verify").into()),
         Command::Audit(_) => Err(CliError::NotImplemented("audit").into()),
         Command::Drill(_) => Err(CliError::NotImplemented("drill").into()),

@@ -94,19 +94,50 @@ impl ReportDir {
     }
 }
 
-/// A CSV report being written, hashed as it goes.
-pub struct CsvReport<W: Write> {
+/// A report file (or stdout) being written, hashed as it goes.
+pub struct ReportFile {
     path: PathBuf,
-    writer: csv::Writer<HashingWriter<W>>,
-}
-
-/// A writer that keeps the SHA-256 of everything written through it.
-pub struct HashingWriter<W: Write> {
-    inner: W,
+    inner: Sink,
     hasher: Sha256,
 }
 
-impl<W: Write> Write for HashingWriter<W> {
+impl ReportFile {
+    /// Opens `path` for writing; `None` writes to stdout.
+    ///
+    /// # Errors
+    /// The file cannot be created.
+    pub fn create(path: Option<PathBuf>) -> Result<Self, ReportError> {
+        let (path, inner) = match path {
+            Some(p) => {
+                let f = File::create(&p).map_err(|source| ReportError::Write { path: p.clone(), source })?;
+                (p, Sink::File(BufWriter::with_capacity(256 * 1024, f)))
+            }
+            None => (PathBuf::from("-"), Sink::Stdout(io::stdout())),
+        };
+        Ok(ReportFile { path, inner, hasher: Sha256::new() })
+    }
+
+    /// The file's path (`-` for stdout).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes and syncs the file and returns its SHA-256 in hex.
+    ///
+    /// # Errors
+    /// The flush or sync failed.
+    pub fn finish(mut self) -> Result<String, ReportError> {
+        let path = self.path.clone();
+        let synced = match &mut self.inner {
+            Sink::File(f) => f.flush().and_then(|()| f.get_ref().sync_all()),
+            Sink::Stdout(s) => s.flush(),
+        };
+        synced.map_err(|source| ReportError::Write { path, source })?;
+        Ok(hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl Write for ReportFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
@@ -118,11 +149,9 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Where a CSV report goes: a file, or stdout (`--out -`).
-pub enum Sink {
-    /// A file (synced on finish).
+/// Where a report goes: a file (synced on finish), or stdout (`--out -`).
+enum Sink {
     File(BufWriter<File>),
-    /// Standard output.
     Stdout(io::Stdout),
 }
 
@@ -142,40 +171,30 @@ impl Write for Sink {
     }
 }
 
-impl CsvReport<Sink> {
+/// A CSV report being written: rows through serde, header first.
+pub struct CsvReport {
+    path: PathBuf,
+    writer: csv::Writer<ReportFile>,
+}
+
+impl CsvReport {
     /// Opens `path` for a CSV report; `None` writes to stdout.
     ///
     /// # Errors
     /// The file cannot be created.
     pub fn create(path: Option<PathBuf>) -> Result<Self, ReportError> {
-        let (path, sink) = match path {
-            Some(p) => {
-                let f = File::create(&p).map_err(|source| ReportError::Write {
-                    path: p.clone(),
-                    source,
-                })?;
-                (p, Sink::File(BufWriter::with_capacity(256 * 1024, f)))
-            }
-            None => (PathBuf::from("-"), Sink::Stdout(io::stdout())),
-        };
-        let writer = csv::WriterBuilder::new().has_headers(false).from_writer(HashingWriter {
-            inner: sink,
-            hasher: Sha256::new(),
-        });
+        let file = ReportFile::create(path)?;
+        let path = file.path().to_owned();
+        let writer = csv::WriterBuilder::new().has_headers(false).from_writer(file);
         Ok(CsvReport { path, writer })
     }
-}
 
-impl<W: Write> CsvReport<W> {
     /// Writes one row; the header is written first with [`CsvReport::write_header`].
     ///
     /// # Errors
     /// The write failed (disk full, file removed).
     pub fn write<T: Serialize>(&mut self, row: &T) -> Result<(), ReportError> {
-        self.writer.serialize(row).map_err(|e| ReportError::Write {
-            path: self.path.clone(),
-            source: csv_io(e),
-        })
+        self.writer.serialize(row).map_err(|e| ReportError::Write { path: self.path.clone(), source: csv_io(e) })
     }
 
     /// Writes the header row.
@@ -183,60 +202,25 @@ impl<W: Write> CsvReport<W> {
     /// # Errors
     /// The write failed.
     pub fn write_header(&mut self, columns: &[&str]) -> Result<(), ReportError> {
-        self.writer.write_record(columns).map_err(|e| ReportError::Write {
-            path: self.path.clone(),
-            source: csv_io(e),
-        })
+        self.writer.write_record(columns).map_err(|e| ReportError::Write { path: self.path.clone(), source: csv_io(e) })
     }
 
-    /// Flushes (and for a file, syncs) the report and returns its SHA-256 in hex.
+    /// Flushes and syncs the report and returns its SHA-256 in hex.
     ///
     /// # Errors
     /// The flush or sync failed.
-    pub fn finish(self) -> Result<String, ReportError>
-    where
-        W: SyncTo,
-    {
+    pub fn finish(self) -> Result<String, ReportError> {
         let path = self.path.clone();
-        let mut inner = self.writer.into_inner().map_err(|e| ReportError::Write {
-            path: path.clone(),
-            source: io::Error::other(e.to_string()),
-        })?;
-        inner.flush().map_err(|source| ReportError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        inner
-            .inner
-            .sync()
-            .map_err(|source| ReportError::Write { path, source })?;
-        Ok(hex::encode(inner.hasher.finalize()))
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| ReportError::Write { path, source: io::Error::other(e.error().to_string()) })?;
+        file.finish()
     }
 
     /// The report's path (`-` for stdout).
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-/// Makes written data durable where that means something.
-pub trait SyncTo {
-    /// Syncs to stable storage.
-    ///
-    /// # Errors
-    /// The sync failed.
-    fn sync(&mut self) -> io::Result<()>;
-}
-
-impl SyncTo for Sink {
-    fn sync(&mut self) -> io::Result<()> {
-        match self {
-            Sink::File(f) => {
-                f.flush()?;
-                f.get_ref().sync_all()
-            }
-            Sink::Stdout(s) => s.flush(),
-        }
     }
 }
 

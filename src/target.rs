@@ -39,7 +39,9 @@ type Records = std::pin::Pin<Box<dyn Stream<Item = Result<VersionRecord, SideErr
 
 fn inventory_stream(path: PathBuf) -> Result<Records, Error> {
     let reader = InventoryReader::open(&path)?;
-    Ok(Box::pin(futures::stream::iter(reader.map(|r| r.map_err(SideError::from)))))
+    Ok(Box::pin(futures::stream::iter(
+        reader.map(|r| r.map_err(SideError::from)),
+    )))
 }
 
 fn source_records(input: &SideInput<'_, SourceClient>, loc: &Location, list: ListConfig) -> Result<Records, Error> {
@@ -96,7 +98,14 @@ where
     };
     let src = source_records(&source_input, source, list)?;
     let dst = dest_records(&dest_input, dest, list)?;
-    let joined = reconcile(src, dst, ReconcileConfig { source: source.clone(), dest: dest.clone() });
+    let joined = reconcile(
+        src,
+        dst,
+        ReconcileConfig {
+            source: source.clone(),
+            dest: dest.clone(),
+        },
+    );
     let mut joined = std::pin::pin!(joined);
     let mut summary = PlanSummary::new(None);
     while let Some(item) = joined.next().await {
@@ -127,14 +136,20 @@ async fn resolve_archived(
     cfg: &PlanConfig,
     action: &mut PlannedAction,
 ) -> Result<(), Error> {
-    let head = client.head_version(bucket, &action.key, &action.source_version_id, None).await.map_err(Error::S3)?;
+    let head = client
+        .head_version(bucket, &action.key, &action.source_version_id, None)
+        .await
+        .map_err(Error::S3)?;
     match head.restore.as_deref() {
         Some(r) if r.contains("ongoing-request=\"false\"") => {
             if let Some(v) = versions.iter().find(|v| v.version_id == action.source_version_id) {
                 let mut copyable = v.clone();
                 copyable.storage_class = Some("STANDARD".to_owned());
                 action.action = crate::plan::copy_kind(&copyable, cfg);
-                action.reason = format!("{} restored from archive", v.storage_class.as_deref().unwrap_or("archived"));
+                action.reason = format!(
+                    "{} restored from archive",
+                    v.storage_class.as_deref().unwrap_or("archived")
+                );
             }
         }
         Some(r) if r.contains("ongoing-request=\"true\"") => {

@@ -15,7 +15,11 @@ use crate::s3::{BucketSettings, Versioning};
 ///
 /// # Errors
 /// A bad `--as-of`, or a flag not built yet.
-pub fn plan_config(t: &TargetArgs, multipart_threshold_bytes: Option<u64>, now: jiff::Timestamp) -> Result<PlanConfig, crate::cli::CliError> {
+pub fn plan_config(
+    t: &TargetArgs,
+    multipart_threshold_bytes: Option<u64>,
+    now: jiff::Timestamp,
+) -> Result<PlanConfig, crate::cli::CliError> {
     if t.metadata {
         return Err(crate::cli::CliError::NotImplemented("--metadata"));
     }
@@ -83,12 +87,20 @@ pub fn plan_table(summary: &PlanSummary) -> String {
     for kind in ActionKind::ALL {
         let t = summary.totals(kind);
         if t.objects > 0 {
-            out.push_str(&format!("  {:<14} {:>8} {:>13}\n", kind.as_str(), t.objects, human_bytes(t.bytes)));
+            out.push_str(&format!(
+                "  {:<14} {:>8} {:>13}\n",
+                kind.as_str(),
+                t.objects,
+                human_bytes(t.bytes)
+            ));
         }
     }
     out.push_str(&format!("  requests a restore will make: {}\n", summary.requests));
     if summary.primary_only > 0 {
-        out.push_str(&format!("  keys only in the primary (left alone): {}\n", summary.primary_only));
+        out.push_str(&format!(
+            "  keys only in the primary (left alone): {}\n",
+            summary.primary_only
+        ));
     }
     if summary.conflicts > 0 {
         out.push_str(&format!(
@@ -114,7 +126,11 @@ pub fn plan_line(summary: &PlanSummary) -> String {
         .filter(|(_, t)| t.objects > 0)
         .map(|(k, t)| format!("{} {}", t.objects, k.as_str()))
         .collect();
-    let body = if parts.is_empty() { "nothing under the source".to_owned() } else { parts.join(", ") };
+    let body = if parts.is_empty() {
+        "nothing under the source".to_owned()
+    } else {
+        parts.join(", ")
+    };
     format!("{body}; {} requests", summary.requests)
 }
 

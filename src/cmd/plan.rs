@@ -3,15 +3,15 @@
 
 use std::path::PathBuf;
 
+use crate::RunContext;
 use crate::cli::{GlobalArgs, OutTarget, PlanArgs, out_target, parse_location};
 use crate::error::{Error, Outcome};
 use crate::model::{Location, Side};
 use crate::plan::{NoEvidence, PlanConfig, PlanWriter};
 use crate::progress::Progress;
-use crate::report::{CsvReport, ReportDir, Summary};
+use crate::report::{ReportDir, ReportFile, Summary};
 use crate::s3::{DestClient, ListConfig, S3Config, SourceClient};
 use crate::target::{SideInput, plan_actions};
-use crate::RunContext;
 
 /// A validated `plan`.
 #[derive(Debug, Clone)]
@@ -43,7 +43,11 @@ impl PlanCmdConfig {
     ///
     /// # Errors
     /// A bad URL or value.
-    pub fn try_from_args(args: PlanArgs, global: &GlobalArgs, now: jiff::Timestamp) -> Result<Self, crate::cli::CliError> {
+    pub fn try_from_args(
+        args: PlanArgs,
+        global: &GlobalArgs,
+        now: jiff::Timestamp,
+    ) -> Result<Self, crate::cli::CliError> {
         Ok(PlanCmdConfig {
             source: parse_location("--source", &args.source)?,
             dest: parse_location("--dest", &args.dest)?,
@@ -87,9 +91,14 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
         OutTarget::File(p) => Some(p.clone()),
         OutTarget::Stdout => None,
     };
-    let sink = CsvReport::create(csv_path.clone()).map_err(Error::ReportSetup)?;
-    let mut writer = PlanWriter::new(sink, csv_path.as_ref().map(|p| p.display().to_string()).unwrap_or("-".into()), &cfg.source, &cfg.dest)
-        .map_err(|e| Error::Plan(e.to_string()))?;
+    let sink = ReportFile::create(csv_path.clone()).map_err(Error::ReportSetup)?;
+    let mut writer = PlanWriter::new(
+        sink,
+        csv_path.as_ref().map(|p| p.display().to_string()).unwrap_or("-".into()),
+        &cfg.source,
+        &cfg.dest,
+    )
+    .map_err(|e| Error::Plan(e.to_string()))?;
 
     let source_input = match (&cfg.source_inventory, &source_client) {
         (Some(p), _) => SideInput::Inventory(p.clone()),
@@ -102,13 +111,24 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
         (None, None) => unreachable!("a client exists when no inventory is given"),
     };
     let progress = Progress::counter("plan", "rows");
-    let planning = plan_actions(source_input, dest_input, &cfg.source, &cfg.dest, cfg.list, &cfg.plan, &NoEvidence, |action| {
-        progress.inc(1);
-        writer.write(&action).map_err(|e| Error::Report(crate::report::ReportError::Write {
-            path: PathBuf::from("plan.csv"),
-            source: std::io::Error::other(e.to_string()),
-        }))
-    });
+    let planning = plan_actions(
+        source_input,
+        dest_input,
+        &cfg.source,
+        &cfg.dest,
+        cfg.list,
+        &cfg.plan,
+        &NoEvidence,
+        |action| {
+            progress.inc(1);
+            writer.write(&action).map_err(|e| {
+                Error::Report(crate::report::ReportError::Write {
+                    path: PathBuf::from("plan.csv"),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+        },
+    );
     let summary = tokio::select! {
         biased;
         _ = ctx.cancel.cancelled() => return Err(Error::Interrupted),
@@ -124,9 +144,14 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
     report.extra.insert("dest".into(), cfg.dest.to_string().into());
     report.extra.insert("mode".into(), super::mode_key(&cfg.plan).into());
     report.extra.insert("requests".into(), summary.requests.into());
-    report.extra.insert("conflict_keys".into(), summary.conflict_keys.clone().into());
+    report
+        .extra
+        .insert("conflict_keys".into(), summary.conflict_keys.clone().into());
     if let Some(p) = &csv_path {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         report.reports.insert(name, digest);
     }
     let summary_path = report.write(&dir).map_err(Error::Report)?;

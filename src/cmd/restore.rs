@@ -16,7 +16,7 @@ use crate::error::{Error, Outcome};
 use crate::model::{Location, Side};
 use crate::plan::{ActionKind, Evidence, PlanConfig, PlanSummary, PlanWriter, PlannedAction, read_plan};
 use crate::progress::Progress;
-use crate::report::{CsvReport, ReportDir, ReportError, Summary, human_bytes};
+use crate::report::{CsvReport, ReportDir, ReportError, ReportFile, Summary, human_bytes};
 use crate::restore::{ActionOutcome, Engine, EngineConfig, Event, Status, StorageClassPolicy};
 use crate::rules::ReplicationConfig;
 use crate::s3::ops::SseChoice;
@@ -81,29 +81,47 @@ impl RestoreCmdConfig {
         }
         let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if concurrency == 0 {
-            return Err(CliError::Invalid { flag: "--concurrency", message: "must be at least 1".into() });
+            return Err(CliError::Invalid {
+                flag: "--concurrency",
+                message: "must be at least 1".into(),
+            });
         }
         let sse = match (args.sse, args.sse_kms_key_id) {
             (None, None) => None,
             (Some(SseArg::Aes256), None) => Some(SseChoice::Aes256),
             (Some(SseArg::AwsKms), key) => Some(SseChoice::Kms(key)),
             (_, Some(_)) => {
-                return Err(CliError::Invalid { flag: "--sse-kms-key-id", message: "goes with --sse aws:kms".into() });
+                return Err(CliError::Invalid {
+                    flag: "--sse-kms-key-id",
+                    message: "goes with --sse aws:kms".into(),
+                });
             }
         };
         if let Some(p) = args.part_size {
             if p == 0 {
-                return Err(CliError::Invalid { flag: "--part-size", message: "must be more than 0".into() });
+                return Err(CliError::Invalid {
+                    flag: "--part-size",
+                    message: "must be more than 0".into(),
+                });
             }
             if crate::parts::below_s3_minimum(p) {
-                warn!(part_size = p, "--part-size is below S3's 5 MiB minimum part size: S3 refuses such parts");
+                warn!(
+                    part_size = p,
+                    "--part-size is below S3's 5 MiB minimum part size: S3 refuses such parts"
+                );
             }
         }
         if args.restore_tier.is_some() && args.restore_archived.is_none() {
-            return Err(CliError::Invalid { flag: "--restore-tier", message: "goes with --restore-archived".into() });
+            return Err(CliError::Invalid {
+                flag: "--restore-tier",
+                message: "goes with --restore-archived".into(),
+            });
         }
         if args.restore_archived == Some(0) {
-            return Err(CliError::Invalid { flag: "--restore-archived", message: "takes a number of days, at least 1".into() });
+            return Err(CliError::Invalid {
+                flag: "--restore-archived",
+                message: "takes a number of days, at least 1".into(),
+            });
         }
         Ok(RestoreCmdConfig {
             source: parse_location("--source", &args.source)?,
@@ -205,7 +223,9 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
     );
     let source_settings = match source_settings {
         Ok(s) => s,
-        Err(e) if e.is_configuration() && e.kind != crate::s3::S3ErrorKind::AccessDenied => return Err(Error::Setup(e)),
+        Err(e) if e.is_configuration() && e.kind != crate::s3::S3ErrorKind::AccessDenied => {
+            return Err(Error::Setup(e));
+        }
         Err(e) => {
             // The replica's ownership, encryption or lock settings may be unreadable to a
             // read-only role; versioning is what must be readable.
@@ -222,13 +242,18 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-            Some(crate::rules::parse_json(&text, &path.display().to_string()).map_err(|e| Error::Config(e.to_string()))?)
+            Some(
+                crate::rules::parse_json(&text, &path.display().to_string())
+                    .map_err(|e| Error::Config(e.to_string()))?,
+            )
         }
         None => match dest.replication_rules(&cfg.dest.bucket).await {
             ReplicationRead::Rules(r) => Some(r),
             ReplicationRead::None => None,
             ReplicationRead::Unreadable(why) => {
-                notes.push(format!("the primary's replication rules could not be read ({why}): storage classes follow the replica"));
+                notes.push(format!(
+                    "the primary's replication rules could not be read ({why}): storage classes follow the replica"
+                ));
                 None
             }
         },
@@ -243,8 +268,16 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
         None if source_kms && !dest_kms => {
             return Err(Error::Config(format!(
                 "the replica holds SSE-KMS data ({}) but the primary's default encryption is {}: say what to write with --sse AES256, or --sse aws:kms --sse-kms-key-id KEY (a key of the primary's region)",
-                if replica_kms_rule { "a replication rule sets a replica KMS key" } else { "its default encryption is SSE-KMS" },
-                dest_settings.default_encryption.as_ref().map(|e| e.algorithm.as_str()).unwrap_or("none")
+                if replica_kms_rule {
+                    "a replication rule sets a replica KMS key"
+                } else {
+                    "its default encryption is SSE-KMS"
+                },
+                dest_settings
+                    .default_encryption
+                    .as_ref()
+                    .map(|e| e.algorithm.as_str())
+                    .unwrap_or("none")
             )));
         }
         // Where the destination reports no default, ask for SSE-S3 ourselves.
@@ -253,11 +286,17 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
     };
     let copy_acls = dest_settings.acls_accepted && cfg.acls != Some(AclsArg::Skip);
     if cfg.acls == Some(AclsArg::Copy) && !dest_settings.acls_accepted {
-        notes.push(format!("bucket {} has ACLs disabled (BucketOwnerEnforced): grants are not copied", cfg.dest.bucket));
+        notes.push(format!(
+            "bucket {} has ACLs disabled (BucketOwnerEnforced): grants are not copied",
+            cfg.dest.bucket
+        ));
     }
     let storage_class = match (&cfg.storage_class, rules) {
         (Some(c), _) => StorageClassPolicy::Override(c.clone()),
-        (None, Some(r)) => StorageClassPolicy::Rules { rules: Arc::new(r), replica_bucket: cfg.source.bucket.clone() },
+        (None, Some(r)) => StorageClassPolicy::Rules {
+            rules: Arc::new(r),
+            replica_bucket: cfg.source.bucket.clone(),
+        },
         (None, None) => StorageClassPolicy::Keep,
     };
     let engine_cfg = EngineConfig {
@@ -274,7 +313,12 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
         restore_archived: cfg.restore_archived.clone(),
         resume_since: None,
     };
-    Ok(Prepared { source, dest, engine_cfg, notes })
+    Ok(Prepared {
+        source,
+        dest,
+        engine_cfg,
+        notes,
+    })
 }
 
 /// Runs `restore`.
@@ -283,23 +327,39 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
 /// Setup errors (exit 2) before writing; state, report or S3 errors after (exit 1);
 /// Ctrl-C (exit 130).
 pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Error> {
-    let Prepared { source, dest, mut engine_cfg, notes } = prepare(&cfg).await?;
+    let Prepared {
+        source,
+        dest,
+        mut engine_cfg,
+        notes,
+    } = prepare(&cfg).await?;
     for note in &notes {
         warn!("{note}");
     }
     let key = RunKey::new(cfg.source.to_string(), cfg.dest.to_string(), super::mode_key(&cfg.plan));
     let state = StateDir::open(&cfg.state_dir, &key).map_err(state_error)?;
-    if cfg.fresh && let Some(old) = state.discard_unfinished().map_err(state_error)? {
+    if cfg.fresh
+        && let Some(old) = state.discard_unfinished().map_err(state_error)?
+    {
         info!(started = %old.started, "--fresh: discarded the unfinished run's state");
     }
     let dir = ReportDir::create("restore", cfg.report_dir.as_deref(), ctx.started).map_err(Error::ReportSetup)?;
 
     // Resume an unfinished run, or plan afresh.
-    let unfinished = if cfg.dry_run { None } else { state.unfinished().map_err(state_error)? };
+    let unfinished = if cfg.dry_run {
+        None
+    } else {
+        state.unfinished().map_err(state_error)?
+    };
     let (actions, summary, resumed) = match &unfinished {
         Some(run) => {
-            eprintln!("resuming the run started {} (state in {})", run.started, state.path().display());
-            let file = std::fs::File::open(state.plan_path()).map_err(|e| Error::State(format!("cannot open {}: {e}", state.plan_path().display())))?;
+            eprintln!(
+                "resuming the run started {} (state in {})",
+                run.started,
+                state.path().display()
+            );
+            let file = std::fs::File::open(state.plan_path())
+                .map_err(|e| Error::State(format!("cannot open {}: {e}", state.plan_path().display())))?;
             let actions = read_plan(file, &state.plan_path().display().to_string(), &cfg.source, &cfg.dest)
                 .map_err(|e| Error::Plan(e.to_string()))?;
             let mut summary = PlanSummary::new(cfg.part_size);
@@ -309,7 +369,8 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
         None => {
             let (actions, summary) = match &cfg.plan_file {
                 Some(path) => {
-                    let file = std::fs::File::open(path).map_err(|e| Error::Config(format!("cannot open plan {}: {e}", path.display())))?;
+                    let file = std::fs::File::open(path)
+                        .map_err(|e| Error::Config(format!("cannot open plan {}: {e}", path.display())))?;
                     let actions = read_plan(file, &path.display().to_string(), &cfg.source, &cfg.dest)
                         .map_err(|e| Error::Plan(e.to_string()))?;
                     let mut summary = PlanSummary::new(cfg.part_size);
@@ -357,7 +418,11 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
         report.extra.insert("dry_run".into(), true.into());
         let path = report.write(&dir).map_err(Error::Report)?;
         println!("{}\n{}", dir.file("plan.csv").display(), path.display());
-        println!("restore (dry run, nothing written): would write {} versions ({})", writes.len(), human_bytes(write_bytes));
+        println!(
+            "restore (dry run, nothing written): would write {} versions ({})",
+            writes.len(),
+            human_bytes(write_bytes)
+        );
         return Ok(Outcome::Complete);
     }
     if resumed.is_none() && !writes.is_empty() && !cfg.yes {
@@ -383,7 +448,10 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
             warn!(key = %u.dest_key, error = %e, "could not abort an upload the interrupted run left open");
         } else {
             journal
-                .record(JournalEntry::UploadEnded { upload_id: u.upload_id.clone(), completed: false })
+                .record(JournalEntry::UploadEnded {
+                    upload_id: u.upload_id.clone(),
+                    completed: false,
+                })
                 .await
                 .map_err(state_error)?;
         }
@@ -393,8 +461,11 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
     if resumed.is_some() {
         engine_cfg.resume_since = Some(run.started);
     }
-    let finished: BTreeMap<u64, OutcomeEntry> =
-        loaded.outcomes.into_iter().filter(|(_, o)| o.status != Status::Failed.as_str()).collect();
+    let finished: BTreeMap<u64, OutcomeEntry> = loaded
+        .outcomes
+        .into_iter()
+        .filter(|(_, o)| o.status != Status::Failed.as_str())
+        .collect();
 
     // restore.csv covers the whole plan: earlier outcomes first, then this run's.
     let mut csv = CsvReport::create(Some(dir.file("restore.csv"))).map_err(Error::ReportSetup)?;
@@ -474,11 +545,25 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
                         progress.message(format!("in flight ≤ {}, {} failed", limit.limit(), failed_n));
                     }
                 }
-                Event::UploadStarted { idx, dest_key, upload_id } => {
-                    journal.record(JournalEntry::UploadStarted { idx, dest_key, upload_id }).await.map_err(state_error)?;
+                Event::UploadStarted {
+                    idx,
+                    dest_key,
+                    upload_id,
+                } => {
+                    journal
+                        .record(JournalEntry::UploadStarted {
+                            idx,
+                            dest_key,
+                            upload_id,
+                        })
+                        .await
+                        .map_err(state_error)?;
                 }
                 Event::UploadEnded { upload_id, completed } => {
-                    journal.record(JournalEntry::UploadEnded { upload_id, completed }).await.map_err(state_error)?;
+                    journal
+                        .record(JournalEntry::UploadEnded { upload_id, completed })
+                        .await
+                        .map_err(state_error)?;
                 }
             }
             Ok(())
@@ -516,19 +601,28 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
     report.reports.insert("restore.csv".to_owned(), digest);
     if let Ok(bytes) = std::fs::read(dir.file("plan.csv")) {
         use sha2::Digest;
-        report.reports.insert("plan.csv".to_owned(), hex::encode(sha2::Sha256::digest(&bytes)));
+        report
+            .reports
+            .insert("plan.csv".to_owned(), hex::encode(sha2::Sha256::digest(&bytes)));
     }
     report.extra.insert(
         "concurrency".into(),
         serde_json::json!({"min": stats.min, "max": stats.max, "final": stats.last, "throttled": stats.throttled}),
     );
-    report.extra.insert("state_dir".into(), state.path().display().to_string().into());
+    report
+        .extra
+        .insert("state_dir".into(), state.path().display().to_string().into());
     report.extra.insert("resumed".into(), resumed.is_some().into());
     report.extra.insert("interrupted".into(), interrupted.into());
     let summary_path = report.write(&dir).map_err(Error::Report)?;
 
     let count = |s: Status| counts.get(s.as_str()).map(|c| c.0).unwrap_or(0);
-    println!("{}\n{}\n{}", dir.file("plan.csv").display(), dir.file("restore.csv").display(), summary_path.display());
+    println!(
+        "{}\n{}\n{}",
+        dir.file("plan.csv").display(),
+        dir.file("restore.csv").display(),
+        summary_path.display()
+    );
     println!(
         "restore{}: {} done, {} skipped, {} conflict, {} archived, {} pending, {} failed",
         if interrupted { " (interrupted)" } else { "" },
@@ -551,7 +645,7 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
 }
 
 fn write_row(
-    csv: &mut CsvReport<crate::report::Sink>,
+    csv: &mut CsvReport,
     a: &PlannedAction,
     o: &ActionOutcome,
 ) -> Result<(), ReportError> {
@@ -573,8 +667,11 @@ fn write_row(
 }
 
 fn write_plan(path: &std::path::Path, cfg: &RestoreCmdConfig, actions: &[PlannedAction]) -> Result<(), ReportError> {
-    let sink = CsvReport::create(Some(path.to_owned()))?;
-    let io_err = |e: crate::plan::PlanFileError| ReportError::Write { path: path.to_owned(), source: std::io::Error::other(e.to_string()) };
+    let sink = ReportFile::create(Some(path.to_owned()))?;
+    let io_err = |e: crate::plan::PlanFileError| ReportError::Write {
+        path: path.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    };
     let mut w = PlanWriter::new(sink, path.display().to_string(), &cfg.source, &cfg.dest).map_err(io_err)?;
     for a in actions {
         w.write(a).map_err(io_err)?;
@@ -593,7 +690,9 @@ fn confirm(versions: usize, bytes: u64, dest: &Location) -> Result<(), Error> {
     }
     eprint!("write {versions} versions ({}) to {dest}? [y/N] ", human_bytes(bytes));
     let mut answer = String::new();
-    stdin.read_line(&mut answer).map_err(|e| Error::Config(format!("cannot read the answer: {e}")))?;
+    stdin
+        .read_line(&mut answer)
+        .map_err(|e| Error::Config(format!("cannot read the answer: {e}")))?;
     if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
         Ok(())
     } else {
@@ -613,8 +712,11 @@ async fn abort_stray_uploads(
     if !actions.iter().any(|a| a.action == ActionKind::MultipartCopy) {
         return;
     }
-    let keys: std::collections::HashSet<&str> =
-        actions.iter().filter(|a| a.action == ActionKind::MultipartCopy).map(|a| a.dest_key.as_str()).collect();
+    let keys: std::collections::HashSet<&str> = actions
+        .iter()
+        .filter(|a| a.action == ActionKind::MultipartCopy)
+        .map(|a| a.dest_key.as_str())
+        .collect();
     let earliest = since.checked_sub(jiff::SignedDuration::from_secs(60)).unwrap_or(since);
     match dest.list_open_uploads(&loc.bucket, loc.list_prefix()).await {
         Ok(uploads) => {

@@ -54,7 +54,11 @@ pub struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(p) = self.permit.take() {
-            let retire = self.owner.debt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1)).is_ok();
+            let retire = self
+                .owner
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+                .is_ok();
             if retire {
                 p.forget();
             }
@@ -89,7 +93,10 @@ impl Aimd {
     /// Waits for a place in flight.
     pub async fn acquire(self: &Arc<Self>) -> Slot {
         let permit = self.sem.clone().acquire_owned().await.ok();
-        Slot { permit, owner: self.clone() }
+        Slot {
+            permit,
+            owner: self.clone(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -105,7 +112,11 @@ impl Aimd {
             s.limit += 1;
             s.max_seen = s.max_seen.max(s.limit);
             // Pay back retired permits first, then grow.
-            if self.debt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1)).is_err() {
+            if self
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+                .is_err()
+            {
                 self.sem.add_permits(1);
             }
         }
@@ -147,7 +158,12 @@ impl Aimd {
     /// The run's figures.
     pub fn stats(&self) -> LimitStats {
         let s = self.lock();
-        LimitStats { min: s.min_seen, max: s.max_seen, last: s.limit, throttled: s.throttled }
+        LimitStats {
+            min: s.min_seen,
+            max: s.max_seen,
+            last: s.limit,
+            throttled: s.throttled,
+        }
     }
 }
 

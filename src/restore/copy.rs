@@ -23,21 +23,29 @@ impl Engine {
         let source = &self.inner.source;
         let bucket = &cfg.source.bucket;
         let grants = if cfg.copy_acls {
-            let (r, _) = self.retrying("GetObjectAcl", || source.get_acl(bucket, &action.key, &action.source_version_id)).await;
+            let (r, _) = self
+                .retrying("GetObjectAcl", || {
+                    source.get_acl(bucket, &action.key, &action.source_version_id)
+                })
+                .await;
             r?
         } else {
             Vec::new()
         };
         let lock = if cfg.copy_lock {
             let (r, _) = self
-                .retrying("HeadObject", || source.head_version(bucket, &action.key, &action.source_version_id, None))
+                .retrying("HeadObject", || {
+                    source.head_version(bucket, &action.key, &action.source_version_id, None)
+                })
                 .await;
             r?.lock
         } else {
             LockSettings::default()
         };
         Ok(WriteAttributes {
-            storage_class: cfg.storage_class.class_for(&action.key, action.storage_class.as_deref()),
+            storage_class: cfg
+                .storage_class
+                .class_for(&action.key, action.storage_class.as_deref()),
             sse: cfg.sse.clone(),
             grants,
             lock,
@@ -81,7 +89,10 @@ impl Engine {
                 Err(e) => {
                     let ambiguous = matches!(e.kind, S3ErrorKind::Timeout | S3ErrorKind::Transient);
                     if !self.should_retry(&e, attempt).await {
-                        return ActionOutcome { attempts: attempt, ..failed(&e) };
+                        return ActionOutcome {
+                            attempts: attempt,
+                            ..failed(&e)
+                        };
                     }
                     // The copy may have gone through although its answer was lost: a
                     // blind retry would make a second version (S3-NOTES 31).
@@ -116,7 +127,10 @@ impl Engine {
                 Err(e) => {
                     let ambiguous = matches!(e.kind, S3ErrorKind::Timeout | S3ErrorKind::Transient);
                     if !self.should_retry(&e, attempt).await {
-                        return ActionOutcome { attempts: attempt, ..failed(&e) };
+                        return ActionOutcome {
+                            attempts: attempt,
+                            ..failed(&e)
+                        };
                     }
                     if ambiguous && let Some(found) = self.find_write(action, sent, true).await {
                         return done(found, attempt, "");
@@ -132,8 +146,11 @@ impl Engine {
     /// or the check itself failed (then the write is retried).
     pub(super) async fn find_write(&self, action: &PlannedAction, since: Timestamp, marker: bool) -> Option<Written> {
         let cfg = &self.inner.cfg;
-        let (versions, _) =
-            self.retrying("ListObjectVersions", || self.inner.dest.versions_of_key(&cfg.dest.bucket, &action.dest_key, 100)).await;
+        let (versions, _) = self
+            .retrying("ListObjectVersions", || {
+                self.inner.dest.versions_of_key(&cfg.dest.bucket, &action.dest_key, 100)
+            })
+            .await;
         let versions = versions.ok()?;
         let earliest = since.checked_sub(CLOCK_SLACK).unwrap_or(since);
         versions
@@ -141,7 +158,10 @@ impl Engine {
             .take_while(|v| v.version_id != action.dest_version_id)
             .filter(|v| v.last_modified >= earliest)
             .find(|v| self.is_result_of(action, v, marker))
-            .map(|v| Written { version_id: Some(v.version_id.clone()), etag: v.etag.clone() })
+            .map(|v| Written {
+                version_id: Some(v.version_id.clone()),
+                etag: v.etag.clone(),
+            })
     }
 
     fn is_result_of(&self, action: &PlannedAction, v: &VersionRecord, marker: bool) -> bool {

@@ -111,8 +111,14 @@ pub enum Status {
 
 impl Status {
     /// Every status, in report order.
-    pub const ALL: [Status; 6] =
-        [Status::Done, Status::Skipped, Status::Conflict, Status::Archived, Status::Pending, Status::Failed];
+    pub const ALL: [Status; 6] = [
+        Status::Done,
+        Status::Skipped,
+        Status::Conflict,
+        Status::Archived,
+        Status::Pending,
+        Status::Failed,
+    ];
 
     /// The word in reports.
     pub fn as_str(self) -> &'static str {
@@ -151,7 +157,14 @@ pub struct ActionOutcome {
 
 impl ActionOutcome {
     fn quick(status: Status, note: Option<String>) -> Self {
-        ActionOutcome { status, dest_version_id: None, etag_dest: None, attempts: 0, duration_ms: 0, error: note }
+        ActionOutcome {
+            status,
+            dest_version_id: None,
+            etag_dest: None,
+            attempts: 0,
+            duration_ms: 0,
+            error: note,
+        }
     }
 }
 
@@ -210,7 +223,16 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Self {
         let limit = Aimd::new(cfg.initial_concurrency, cfg.concurrency);
-        Engine { inner: Arc::new(Inner { source, dest, cfg, limit, events, cancel }) }
+        Engine {
+            inner: Arc::new(Inner {
+                source,
+                dest,
+                cfg,
+                limit,
+                events,
+                cancel,
+            }),
+        }
     }
 
     /// The shared limit, for progress and the summary.
@@ -248,7 +270,15 @@ impl Engine {
     }
 
     async fn emit(&self, idx: u64, action: PlannedAction, outcome: ActionOutcome) {
-        let _ = self.inner.events.send(Event::Outcome { idx, action: Box::new(action), outcome }).await;
+        let _ = self
+            .inner
+            .events
+            .send(Event::Outcome {
+                idx,
+                action: Box::new(action),
+                outcome,
+            })
+            .await;
     }
 
     async fn run(&self, idx: u64, action: &PlannedAction) -> ActionOutcome {
@@ -288,7 +318,10 @@ impl Engine {
         match result {
             (Ok(()), attempts) => ActionOutcome {
                 attempts,
-                ..ActionOutcome::quick(Status::Pending, Some(format!("restore from archive requested for {days} days")))
+                ..ActionOutcome::quick(
+                    Status::Pending,
+                    Some(format!("restore from archive requested for {days} days")),
+                )
             },
             (Err(e), attempts) => ActionOutcome { attempts, ..failed(&e) },
         }
@@ -350,12 +383,22 @@ fn backoff(attempt: u32) -> Duration {
 fn jitter(max: u64) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos() ^ std::time::SystemTime::now().elapsed().map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        Instant::now().elapsed().as_nanos()
+            ^ std::time::SystemTime::now()
+                .elapsed()
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+    );
     h.finish() % (max + 1)
 }
 
 fn failed(e: &S3Error) -> ActionOutcome {
-    let status = if e.kind == S3ErrorKind::InvalidObjectState { Status::Archived } else { Status::Failed };
+    let status = if e.kind == S3ErrorKind::InvalidObjectState {
+        Status::Archived
+    } else {
+        Status::Failed
+    };
     ActionOutcome::quick(status, Some(e.to_string()))
 }
 

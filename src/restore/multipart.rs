@@ -15,7 +15,10 @@ use crate::s3::{S3Error, S3ErrorKind};
 impl Engine {
     /// Whether the action copies a single-part source in parts of our choosing (a new ETag).
     pub(super) fn splits(&self, action: &PlannedAction) -> bool {
-        !action.etag.as_deref().is_some_and(|e| e.rsplit_once('-').is_some_and(|(_, n)| n.parse::<u32>().is_ok()))
+        !action
+            .etag
+            .as_deref()
+            .is_some_and(|e| e.rsplit_once('-').is_some_and(|(_, n)| n.parse::<u32>().is_ok()))
     }
 
     pub(super) async fn multipart_copy(&self, idx: u64, action: &PlannedAction) -> ActionOutcome {
@@ -46,7 +49,9 @@ impl Engine {
         let version = &action.source_version_id;
         let splits = self.splits(action);
         let first: ObjectHead = self
-            .retrying("HeadObject", || source.head_version(bucket, key, version, (!splits).then_some(1)))
+            .retrying("HeadObject", || {
+                source.head_version(bucket, key, version, (!splits).then_some(1))
+            })
             .await
             .0?;
         let layout = if splits {
@@ -74,14 +79,32 @@ impl Engine {
             if action.size_bytes.is_some_and(|s| s != total) {
                 return Err(layout_error(
                     action,
-                    format!("parts add up to {total} bytes, the listing says {}", action.size_bytes.unwrap_or(0)),
+                    format!(
+                        "parts add up to {total} bytes, the listing says {}",
+                        action.size_bytes.unwrap_or(0)
+                    ),
                 ));
             }
             layout
         };
-        let tags = self.retrying("GetObjectTagging", || source.get_tags(bucket, key, version)).await.0?;
-        let checksum_algorithm = first.checksum.as_ref().map(|(a, _)| a.clone()).or_else(|| action.checksum_algorithm.clone());
-        Ok((layout, MultipartSource { content: first.content, metadata: first.metadata, tags, checksum_algorithm }))
+        let tags = self
+            .retrying("GetObjectTagging", || source.get_tags(bucket, key, version))
+            .await
+            .0?;
+        let checksum_algorithm = first
+            .checksum
+            .as_ref()
+            .map(|(a, _)| a.clone())
+            .or_else(|| action.checksum_algorithm.clone());
+        Ok((
+            layout,
+            MultipartSource {
+                content: first.content,
+                metadata: first.metadata,
+                tags,
+                checksum_algorithm,
+            },
+        ))
     }
 
     async fn try_multipart(&self, idx: u64, action: &PlannedAction) -> Result<ActionOutcome, S3Error> {
@@ -89,24 +112,40 @@ impl Engine {
         let dest = &self.inner.dest;
         let (layout, source_info) = self.source_layout(action).await?;
         if layout.iter().skip(1).any(PartRange::is_empty) {
-            return Err(layout_error(action, "an empty part after the first cannot be copied by range".to_owned()));
+            return Err(layout_error(
+                action,
+                "an empty part after the first cannot be copied by range".to_owned(),
+            ));
         }
         let attrs = self.write_attributes(action).await?;
         let dest_bucket = &cfg.dest.bucket;
         let upload_id = self
-            .retrying("CreateMultipartUpload", || dest.create_multipart(dest_bucket, &action.dest_key, &source_info, &attrs))
+            .retrying("CreateMultipartUpload", || {
+                dest.create_multipart(dest_bucket, &action.dest_key, &source_info, &attrs)
+            })
             .await
             .0?;
         let _ = self
             .inner
             .events
-            .send(Event::UploadStarted { idx, dest_key: action.dest_key.clone(), upload_id: upload_id.clone() })
+            .send(Event::UploadStarted {
+                idx,
+                dest_key: action.dest_key.clone(),
+                upload_id: upload_id.clone(),
+            })
             .await;
 
         let result = self.copy_parts_and_complete(action, &layout, &upload_id).await;
         match result {
             Ok((written, attempts)) => {
-                let _ = self.inner.events.send(Event::UploadEnded { upload_id, completed: true }).await;
+                let _ = self
+                    .inner
+                    .events
+                    .send(Event::UploadEnded {
+                        upload_id,
+                        completed: true,
+                    })
+                    .await;
                 // Tags that did not fit the header go on afterwards (S3-NOTES 3).
                 if !source_info.tags.is_empty() && tagging_header(&source_info.tags).len() > TAGGING_HEADER_MAX {
                     let version = written.version_id.clone();
@@ -127,10 +166,20 @@ impl Engine {
             }
             Err(e) => {
                 // Orphaned parts are billed forever: abort (S3-NOTES 8).
-                let (aborted, _) =
-                    self.retrying("AbortMultipartUpload", || dest.abort_multipart(dest_bucket, &action.dest_key, &upload_id)).await;
+                let (aborted, _) = self
+                    .retrying("AbortMultipartUpload", || {
+                        dest.abort_multipart(dest_bucket, &action.dest_key, &upload_id)
+                    })
+                    .await;
                 if aborted.is_ok() {
-                    let _ = self.inner.events.send(Event::UploadEnded { upload_id, completed: false }).await;
+                    let _ = self
+                        .inner
+                        .events
+                        .send(Event::UploadEnded {
+                            upload_id,
+                            completed: false,
+                        })
+                        .await;
                 }
                 Err(e)
             }
@@ -182,7 +231,8 @@ impl Engine {
             attempt += 1;
             let result = {
                 let _slot = self.inner.limit.acquire().await;
-                dest.complete_multipart(&cfg.dest.bucket, &action.dest_key, upload_id, &parts).await
+                dest.complete_multipart(&cfg.dest.bucket, &action.dest_key, upload_id, &parts)
+                    .await
             };
             match result {
                 Ok(w) => {
@@ -192,7 +242,10 @@ impl Engine {
                 Err(e) => {
                     // A lost answer to a completion that went through: the upload is gone
                     // and the version is there.
-                    let ambiguous = matches!(e.kind, S3ErrorKind::Timeout | S3ErrorKind::Transient | S3ErrorKind::NotFound);
+                    let ambiguous = matches!(
+                        e.kind,
+                        S3ErrorKind::Timeout | S3ErrorKind::Transient | S3ErrorKind::NotFound
+                    );
                     if ambiguous && let Some(found) = self.find_write(action, sent, false).await {
                         return Ok((found, attempt));
                     }

@@ -518,7 +518,15 @@ impl DestClient {
     /// The request failed.
     pub async fn versions_of_key(&self, bucket: &str, key: &str, limit: i32) -> Result<Vec<VersionRecord>, S3Error> {
         let location = Location::new(bucket, key);
-        let lister = lister(self.sdk(), self.endpoint(), &location, ListConfig { page_size: limit, partitions: 1 });
+        let lister = lister(
+            self.sdk(),
+            self.endpoint(),
+            &location,
+            ListConfig {
+                page_size: limit,
+                partitions: 1,
+            },
+        );
         // The key itself sorts before every longer key with its prefix: its versions come first.
         let page = lister.page(key, None, None).await?;
         Ok(page.records.into_iter().take_while(|r| r.key == key).collect())
