@@ -13,6 +13,7 @@ pub mod report;
 pub mod rules;
 pub mod s3;
 pub mod scan;
+pub mod state;
 
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
