@@ -17,6 +17,7 @@ pub mod restore;
 pub mod rules;
 pub mod s3;
 pub mod scan;
+pub mod state;
 pub mod target;
 
 use jiff::Timestamp;

@@ -109,12 +109,19 @@ impl ReportFile {
     pub fn create(path: Option<PathBuf>) -> Result<Self, ReportError> {
         let (path, inner) = match path {
             Some(p) => {
-                let f = File::create(&p).map_err(|source| ReportError::Write { path: p.clone(), source })?;
+                let f = File::create(&p).map_err(|source| ReportError::Write {
+                    path: p.clone(),
+                    source,
+                })?;
                 (p, Sink::File(BufWriter::with_capacity(256 * 1024, f)))
             }
             None => (PathBuf::from("-"), Sink::Stdout(io::stdout())),
         };
-        Ok(ReportFile { path, inner, hasher: Sha256::new() })
+        Ok(ReportFile {
+            path,
+            inner,
+            hasher: Sha256::new(),
+        })
     }
 
     /// The file's path (`-` for stdout).
@@ -194,7 +201,10 @@ impl CsvReport {
     /// # Errors
     /// The write failed (disk full, file removed).
     pub fn write<T: Serialize>(&mut self, row: &T) -> Result<(), ReportError> {
-        self.writer.serialize(row).map_err(|e| ReportError::Write { path: self.path.clone(), source: csv_io(e) })
+        self.writer.serialize(row).map_err(|e| ReportError::Write {
+            path: self.path.clone(),
+            source: csv_io(e),
+        })
     }
 
     /// Writes the header row.
@@ -202,7 +212,10 @@ impl CsvReport {
     /// # Errors
     /// The write failed.
     pub fn write_header(&mut self, columns: &[&str]) -> Result<(), ReportError> {
-        self.writer.write_record(columns).map_err(|e| ReportError::Write { path: self.path.clone(), source: csv_io(e) })
+        self.writer.write_record(columns).map_err(|e| ReportError::Write {
+            path: self.path.clone(),
+            source: csv_io(e),
+        })
     }
 
     /// Flushes and syncs the report and returns its SHA-256 in hex.
@@ -211,10 +224,10 @@ impl CsvReport {
     /// The flush or sync failed.
     pub fn finish(self) -> Result<String, ReportError> {
         let path = self.path.clone();
-        let file = self
-            .writer
-            .into_inner()
-            .map_err(|e| ReportError::Write { path, source: io::Error::other(e.error().to_string()) })?;
+        let file = self.writer.into_inner().map_err(|e| ReportError::Write {
+            path,
+            source: io::Error::other(e.error().to_string()),
+        })?;
         file.finish()
     }
 

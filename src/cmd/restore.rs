@@ -644,11 +644,7 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
     }
 }
 
-fn write_row(
-    csv: &mut CsvReport,
-    a: &PlannedAction,
-    o: &ActionOutcome,
-) -> Result<(), ReportError> {
+fn write_row(csv: &mut CsvReport, a: &PlannedAction, o: &ActionOutcome) -> Result<(), ReportError> {
     csv.write(&RestoreRow {
         key: &a.key,
         source_version_id: &a.source_version_id,
