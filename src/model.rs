@@ -66,10 +66,7 @@ impl VersionRecord {
 
     /// Whether the version sits in an archive class that must be restored before a copy.
     pub fn is_archived(&self) -> bool {
-        matches!(
-            self.storage_class.as_deref(),
-            Some("GLACIER" | "DEEP_ARCHIVE")
-        )
+        matches!(self.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE"))
     }
 
     /// Whether two versions hold the same content by the listing alone: the same version id
@@ -273,30 +270,10 @@ mod tests {
     #[test]
     fn maps_keys_between_prefixes() {
         let cases = [
-            (
-                "s3://rep/data",
-                "s3://pri/restored",
-                "data/x",
-                Some("restored/x"),
-            ),
-            (
-                "s3://rep/data",
-                "s3://pri/restored",
-                "data",
-                Some("restored"),
-            ),
-            (
-                "s3://rep/data/",
-                "s3://pri/restored",
-                "data/x",
-                Some("restored/x"),
-            ),
-            (
-                "s3://rep/data/",
-                "s3://pri/restored/",
-                "data/x/y",
-                Some("restored/x/y"),
-            ),
+            ("s3://rep/data", "s3://pri/restored", "data/x", Some("restored/x")),
+            ("s3://rep/data", "s3://pri/restored", "data", Some("restored")),
+            ("s3://rep/data/", "s3://pri/restored", "data/x", Some("restored/x")),
+            ("s3://rep/data/", "s3://pri/restored/", "data/x/y", Some("restored/x/y")),
             ("s3://rep/data", "s3://pri", "data/x", Some("x")),
             ("s3://rep", "s3://pri", "a//b", Some("a//b")),
             ("s3://rep", "s3://pri/restored", "k", Some("restored/k")),
