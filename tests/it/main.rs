@@ -1,1 +1,5 @@
+//! The integration tests: one binary (each `tests/*.rs` would link the SDK again), one
+//! module per feature, sharing `support`.
 
+mod support;
+mod support_selftest;
