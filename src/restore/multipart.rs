@@ -15,10 +15,12 @@ use crate::s3::{S3Error, S3ErrorKind};
 impl Engine {
     /// Whether the action copies a single-part source in parts of our choosing (a new ETag).
     pub(super) fn splits(&self, action: &PlannedAction) -> bool {
-        !action
+        let multipart_source = action
             .etag
             .as_deref()
-            .is_some_and(|e| e.rsplit_once('-').is_some_and(|(_, n)| n.parse::<u32>().is_ok()))
+            .and_then(|e| e.rsplit_once('-'))
+            .is_some_and(|(_, n)| n.parse::<u32>().is_ok());
+        !multipart_source
     }
 
     pub(super) async fn multipart_copy(&self, idx: u64, action: &PlannedAction) -> ActionOutcome {

@@ -444,6 +444,29 @@ fn lister(client: &Client, endpoint: Option<&str>, location: &Location, cfg: Lis
     }
 }
 
+impl DestClient {
+    /// The newest versions (at most `limit`, newest first) of exactly `key`: one request,
+    /// for checking whether a write whose answer was lost went through.
+    ///
+    /// # Errors
+    /// The request failed.
+    pub async fn versions_of_key(&self, bucket: &str, key: &str, limit: i32) -> Result<Vec<VersionRecord>, S3Error> {
+        let location = Location::new(bucket, key);
+        let lister = lister(
+            self.sdk(),
+            self.endpoint(),
+            &location,
+            ListConfig {
+                page_size: limit,
+                partitions: 1,
+            },
+        );
+        // The key itself sorts before every longer key with its prefix: its versions come first.
+        let page = lister.page(key, None, None).await?;
+        Ok(page.records.into_iter().take_while(|r| r.key == key).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,28 +530,5 @@ mod tests {
     fn decodes_form_encoded_keys() {
         assert_eq!(url_decode("a+b%2Bc%2F%C3%A9").as_deref(), Some("a b+c/é"));
         assert_eq!(url_decode("%FF"), None);
-    }
-}
-
-impl DestClient {
-    /// The newest versions (at most `limit`, newest first) of exactly `key`: one request,
-    /// for checking whether a write whose answer was lost went through.
-    ///
-    /// # Errors
-    /// The request failed.
-    pub async fn versions_of_key(&self, bucket: &str, key: &str, limit: i32) -> Result<Vec<VersionRecord>, S3Error> {
-        let location = Location::new(bucket, key);
-        let lister = lister(
-            self.sdk(),
-            self.endpoint(),
-            &location,
-            ListConfig {
-                page_size: limit,
-                partitions: 1,
-            },
-        );
-        // The key itself sorts before every longer key with its prefix: its versions come first.
-        let page = lister.page(key, None, None).await?;
-        Ok(page.records.into_iter().take_while(|r| r.key == key).collect())
     }
 }
