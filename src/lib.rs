@@ -35,6 +35,17 @@ pub struct RunContext {
     pub args: Vec<String>,
     /// Cancelled on Ctrl-C: no new work, flush, stop.
     pub cancel: CancellationToken,
+    /// `--quiet`: no tables or notes for people on stderr, only warnings and errors.
+    pub quiet: bool,
+}
+
+impl RunContext {
+    /// Writes text for people to stderr, unless `--quiet`.
+    pub fn say(&self, text: &str) {
+        if !self.quiet {
+            eprint!("{text}");
+        }
+    }
 }
 
 /// Runs one parsed command line.
@@ -58,7 +69,13 @@ pub async fn run(cli: Cli, ctx: RunContext) -> Result<Outcome, Error> {
             )
             .await
         }
-        Command::Verify(_) => Err(CliError::NotImplemented("verify").into()),
+        Command::Verify(args) => {
+            cmd::verify::run(
+                cmd::verify::VerifyCmdConfig::try_from_args(args, &cli.global, ctx.started)?,
+                &ctx,
+            )
+            .await
+        }
         Command::Audit(_) => Err(CliError::NotImplemented("audit").into()),
         Command::Drill(_) => Err(CliError::NotImplemented("drill").into()),
     }

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         started: jiff::Timestamp::now(),
         args: report::redact_args(std::env::args()),
         cancel: cancel.clone(),
+        quiet: cli.global.quiet,
     };
     let result = runtime.block_on(async move {
         tokio::spawn(async move {

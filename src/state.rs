@@ -297,6 +297,18 @@ impl StateDir {
         Ok(state)
     }
 
+    /// The state directory for `key` under `base` if it exists, without creating anything:
+    /// read-only commands (plan, verify) use an earlier restore's journal as evidence.
+    pub fn open_existing(base: &Path, key: &RunKey) -> Option<StateDir> {
+        let dir = base.join(key.dir_name());
+        if !dir.is_dir() {
+            return None;
+        }
+        let state = StateDir { dir, key: key.clone() };
+        state.check_key().ok()?;
+        Some(state)
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir

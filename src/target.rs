@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::inventory::{InventoryError, InventoryReader};
 use crate::model::{Location, VersionRecord};
 use crate::plan::{ActionKind, Evidence, PlanConfig, PlanSummary, PlannedAction, plan_key};
-use crate::reconcile::{ReconcileConfig, ReconcileError, Reconciled, reconcile};
+use crate::reconcile::{KeyDiff, ReconcileConfig, ReconcileError, Reconciled, reconcile};
 use crate::s3::{DestClient, ListConfig, S3Error, SourceClient};
 
 /// Where one side's versions come from.
@@ -92,6 +92,38 @@ pub async fn plan_actions<F>(
 where
     F: FnMut(PlannedAction) -> Result<(), Error>,
 {
+    plan_keys(
+        source_input,
+        dest_input,
+        source,
+        dest,
+        list,
+        cfg,
+        evidence,
+        |_, actions| actions.into_iter().try_for_each(&mut sink),
+    )
+    .await
+}
+
+/// As [`plan_actions`], handing `sink` each source key's diff with its actions, for
+/// callers that compare against what the destination holds (verify).
+///
+/// # Errors
+/// As [`plan_actions`].
+#[allow(clippy::too_many_arguments)]
+pub async fn plan_keys<F>(
+    source_input: SideInput<'_, SourceClient>,
+    dest_input: SideInput<'_, DestClient>,
+    source: &Location,
+    dest: &Location,
+    list: ListConfig,
+    cfg: &PlanConfig,
+    evidence: &dyn Evidence,
+    mut sink: F,
+) -> Result<PlanSummary, Error>
+where
+    F: FnMut(&KeyDiff, Vec<PlannedAction>) -> Result<(), Error>,
+{
     let source_client = match &source_input {
         SideInput::Live(c) => Some(*c),
         SideInput::Inventory(_) => None,
@@ -112,15 +144,16 @@ where
         match item.map_err(join_error)? {
             Reconciled::PrimaryOnly { .. } => summary.add_primary_only(),
             Reconciled::Key(diff) => {
-                for mut action in plan_key(&diff, cfg, evidence) {
+                let mut actions = plan_key(&diff, cfg, evidence);
+                for action in &mut actions {
                     if action.action == ActionKind::Archived
                         && let Some(client) = source_client
                     {
-                        resolve_archived(client, &source.bucket, &diff.source, cfg, &mut action).await?;
+                        resolve_archived(client, &source.bucket, &diff.source, cfg, action).await?;
                     }
-                    summary.add(&action);
-                    sink(action)?;
+                    summary.add(action);
                 }
+                sink(&diff, actions)?;
             }
         }
     }

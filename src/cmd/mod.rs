@@ -3,6 +3,7 @@
 
 pub mod plan;
 pub mod restore;
+pub mod verify;
 
 use crate::cli::{ModeArg, TargetArgs, parse_as_of};
 use crate::error::Error;
@@ -38,15 +39,15 @@ pub fn plan_config(
     })
 }
 
-/// The mode flags as one string, for the state directory's key and the summary.
+/// The flags that define the target state as one string, for the state directory's key
+/// (so `restore`, `verify` and `drill` of one target find the same state) and the summary.
 pub fn mode_key(cfg: &PlanConfig) -> String {
     format!(
-        "mode={};as_of={};no_deletes={};overwrite_newer={};multipart_threshold={}",
+        "mode={};as_of={};no_deletes={};overwrite_newer={}",
         cfg.mode,
         cfg.as_of.map(|t| t.to_string()).unwrap_or_default(),
         cfg.no_deletes,
         cfg.overwrite_newer,
-        cfg.multipart_threshold_bytes.map(|t| t.to_string()).unwrap_or_default()
     )
 }
 

@@ -7,10 +7,11 @@ use crate::RunContext;
 use crate::cli::{GlobalArgs, OutTarget, PlanArgs, out_target, parse_location};
 use crate::error::{Error, Outcome};
 use crate::model::{Location, Side};
-use crate::plan::{NoEvidence, PlanConfig, PlanWriter};
+use crate::plan::{Evidence, PlanConfig, PlanWriter};
 use crate::progress::Progress;
 use crate::report::{ReportDir, ReportFile, Summary};
 use crate::s3::{DestClient, ListConfig, S3Config, SourceClient};
+use crate::state::{RunKey, StateDir};
 use crate::target::{SideInput, plan_actions};
 
 /// A validated `plan`.
@@ -110,6 +111,13 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
         (None, Some(c)) => SideInput::Live(c),
         (None, None) => unreachable!("a client exists when no inventory is given"),
     };
+    // An earlier restore's journal is evidence of identity (copies whose ETag changed).
+    let key = RunKey::new(cfg.source.to_string(), cfg.dest.to_string(), super::mode_key(&cfg.plan));
+    let evidence = Copied(
+        StateDir::open_existing(std::path::Path::new(".s3-failback"), &key)
+            .and_then(|s| s.copied_evidence().ok())
+            .unwrap_or_default(),
+    );
     let progress = Progress::counter("plan", "rows");
     let planning = plan_actions(
         source_input,
@@ -118,7 +126,7 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
         &cfg.dest,
         cfg.list,
         &cfg.plan,
-        &NoEvidence,
+        &evidence,
         |action| {
             progress.inc(1);
             writer.write(&action).map_err(|e| {
@@ -155,7 +163,7 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
         report.reports.insert(name, digest);
     }
     let summary_path = report.write(&dir).map_err(Error::Report)?;
-    eprint!("{}", super::plan_table(&summary));
+    ctx.say(&super::plan_table(&summary));
     let line = format!("plan: {}", super::plan_line(&summary));
     match &cfg.out {
         OutTarget::Stdout => eprintln!("{}\n{line}", summary_path.display()),
@@ -167,4 +175,13 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
         }
     }
     Ok(Outcome::Complete)
+}
+
+/// The journal's record of earlier copies, as evidence of identity for the planner.
+pub(crate) struct Copied(pub(crate) std::collections::HashMap<String, String>);
+
+impl Evidence for Copied {
+    fn copied_from(&self, _dest_key: &str, dest_version_id: &str) -> Option<&str> {
+        self.0.get(dest_version_id).map(String::as_str)
+    }
 }

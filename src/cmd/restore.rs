@@ -1,7 +1,7 @@
 //! `restore`: plan (or read `--plan`), ask, execute with the engine, journal every outcome
 //! in the state directory, and report. A run cut short resumes from its state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,9 +12,10 @@ use tracing::{info, warn};
 
 use crate::RunContext;
 use crate::cli::{AclsArg, CliError, EngineArg, GlobalArgs, RestoreArgs, SseArg, parse_location};
+use crate::cmd::plan::Copied;
 use crate::error::{Error, Outcome};
 use crate::model::{Location, Side};
-use crate::plan::{ActionKind, Evidence, PlanConfig, PlanSummary, PlanWriter, PlannedAction, read_plan};
+use crate::plan::{ActionKind, PlanConfig, PlanSummary, PlanWriter, PlannedAction, read_plan};
 use crate::progress::Progress;
 use crate::report::{CsvReport, ReportDir, ReportError, ReportFile, Summary, human_bytes};
 use crate::restore::{ActionOutcome, Engine, EngineConfig, Event, Status, StorageClassPolicy};
@@ -146,15 +147,6 @@ impl RestoreCmdConfig {
             report_dir: args.target.report_dir,
             replication_config: args.target.replication_config,
         })
-    }
-}
-
-/// The journal's record of earlier copies, as evidence of identity for the planner.
-struct Copied(HashMap<String, String>);
-
-impl Evidence for Copied {
-    fn copied_from(&self, _dest_key: &str, dest_version_id: &str) -> Option<&str> {
-        self.0.get(dest_version_id).map(String::as_str)
     }
 }
 
@@ -408,7 +400,7 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
         }
     };
     write_plan(&dir.file("plan.csv"), &cfg, &actions).map_err(Error::ReportSetup)?;
-    eprint!("{}", super::plan_table(&summary));
+    ctx.say(&super::plan_table(&summary));
     let writes: Vec<&PlannedAction> = actions.iter().filter(|a| a.action.writes()).collect();
     let write_bytes: u64 = writes.iter().map(|a| a.size_bytes.unwrap_or(0)).sum();
 

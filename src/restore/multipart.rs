@@ -1,4 +1,5 @@
-//! Multipart copies: the source's own part layout (one HEAD with `partNumber=k` per part,
+//! Multipart copies: the source's own part layout (a plain HEAD for size and metadata, and
+//! one HEAD with `partNumber=k` for every part but the last,
 //! so the copy keeps the replica's ETag), or a split of a large single-part source;
 //! CreateMultipartUpload with the metadata and tags UploadPartCopy does not carry, parts in
 //! parallel under the shared limit, CompleteMultipartUpload; abort on failure.
@@ -50,44 +51,63 @@ impl Engine {
         let key = &action.key;
         let version = &action.source_version_id;
         let splits = self.splits(action);
+        // A plain HEAD gives the metadata CreateMultipartUpload needs and the total size;
+        // parts 1..N-1 by `partNumber` give the layout, the last part being the rest: N
+        // HEADs for N parts, as one per part would be.
         let first: ObjectHead = self
-            .retrying("HeadObject", || {
-                source.head_version(bucket, key, version, (!splits).then_some(1))
-            })
+            .retrying("HeadObject", || source.head_version(bucket, key, version, None))
             .await
             .0?;
+        let size = first.content_length;
+        if action.size_bytes.is_some_and(|s| s != size) {
+            return Err(layout_error(
+                action,
+                format!(
+                    "the version is {size} bytes, the listing says {}",
+                    action.size_bytes.unwrap_or(0)
+                ),
+            ));
+        }
         let layout = if splits {
-            let size = action.size_bytes.unwrap_or(first.content_length);
             let part_size = cfg.part_size.unwrap_or_else(|| default_part_size(size));
             split(size, part_size).map_err(|e| layout_error(action, e.to_string()))?
         } else {
-            let count = first.parts_count.unwrap_or(1).max(1);
-            let mut sizes = vec![first.content_length];
-            let rest: Vec<Result<u64, S3Error>> = futures::stream::iter(2..=count)
+            let count = action
+                .etag
+                .as_deref()
+                .and_then(|e| e.rsplit_once('-'))
+                .and_then(|(_, n)| n.parse::<u32>().ok())
+                .unwrap_or(1)
+                .max(1);
+            let heads: Vec<Result<ObjectHead, S3Error>> = futures::stream::iter(1..count)
                 .map(|k| async move {
                     self.retrying("HeadObject", || source.head_version(bucket, key, version, Some(k)))
                         .await
                         .0
-                        .map(|h| h.content_length)
                 })
                 .buffered(cfg.concurrency.clamp(1, 16))
                 .collect()
                 .await;
-            for r in rest {
-                sizes.push(r?);
+            let mut sizes = Vec::with_capacity(count as usize);
+            for head in heads {
+                let head = head?;
+                if head.parts_count.is_some_and(|n| n != count) {
+                    return Err(layout_error(
+                        action,
+                        format!("S3 says {} parts, the ETag says {count}", head.parts_count.unwrap_or(0)),
+                    ));
+                }
+                sizes.push(head.content_length);
             }
-            let layout = layout_from_sizes(&sizes).map_err(|e| layout_error(action, e.to_string()))?;
-            let total: u64 = sizes.iter().sum();
-            if action.size_bytes.is_some_and(|s| s != total) {
+            let listed: u64 = sizes.iter().sum();
+            let Some(last) = size.checked_sub(listed) else {
                 return Err(layout_error(
                     action,
-                    format!(
-                        "parts add up to {total} bytes, the listing says {}",
-                        action.size_bytes.unwrap_or(0)
-                    ),
+                    format!("parts 1..{} add up to {listed} bytes, more than {size}", count - 1),
                 ));
-            }
-            layout
+            };
+            sizes.push(last);
+            layout_from_sizes(&sizes).map_err(|e| layout_error(action, e.to_string()))?
         };
         let tags = self
             .retrying("GetObjectTagging", || source.get_tags(bucket, key, version))

@@ -857,6 +857,55 @@ fn transient(operation: &'static str, bucket: &str, key: &str, message: &str) ->
     }
 }
 
+/// The SHA-256 (hex) and length of one version's bytes, streamed: memory stays at one
+/// chunk whatever the object's size.
+async fn sha256_of(
+    client: &aws_sdk_s3::Client,
+    endpoint: Option<&str>,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+) -> Result<(String, u64), S3Error> {
+    use sha2::Digest;
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_version_id(version_id.map(str::to_owned))
+        .send()
+        .await
+        .map_err(|e| S3Error::from_sdk(&e, "GetObject", bucket, Some(key)).at_endpoint(endpoint))?;
+    let mut body = out.body;
+    let mut hasher = sha2::Sha256::new();
+    let mut len = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| transient("GetObject", bucket, key, &format!("body cut short: {e}")))?;
+        len += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    Ok((hex::encode(hasher.finalize()), len))
+}
+
+impl SourceClient {
+    /// SHA-256 and length of one source version's bytes.
+    ///
+    /// # Errors
+    /// The request or the body failed.
+    pub async fn sha256_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<(String, u64), S3Error> {
+        sha256_of(self.sdk(), self.endpoint(), bucket, key, Some(version_id)).await
+    }
+}
+
+impl DestClient {
+    /// SHA-256 and length of one destination version's bytes.
+    ///
+    /// # Errors
+    /// The request or the body failed.
+    pub async fn sha256_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<(String, u64), S3Error> {
+        sha256_of(self.sdk(), self.endpoint(), bucket, key, Some(version_id)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
