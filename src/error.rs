@@ -48,6 +48,9 @@ pub enum Error {
     /// without its record.
     #[error("{0}")]
     State(String),
+    /// A listing failed during the run.
+    #[error("{0}")]
+    S3Listing(String),
     /// Ctrl-C: the run stopped cleanly and a rerun resumes.
     #[error("interrupted; the reports written so far are kept, and running the same command again resumes")]
     Interrupted,
@@ -64,7 +67,7 @@ impl Error {
             | Error::ReportSetup(_)
             | Error::Config(_)
             | Error::Plan(_) => 2,
-            Error::S3(_) | Error::Report(_) | Error::State(_) => 1,
+            Error::S3(_) | Error::S3Listing(_) | Error::Report(_) | Error::State(_) => 1,
             Error::Interrupted => 130,
         }
     }

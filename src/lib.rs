@@ -3,6 +3,7 @@
 //! The pipeline runs one way: scan, reconcile, plan, restore, verify, reports. Each stage
 //! is a module; [`run`] calls one function per subcommand.
 
+pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod error;
@@ -76,7 +77,7 @@ pub async fn run(cli: Cli, ctx: RunContext) -> Result<Outcome, Error> {
             )
             .await
         }
-        Command::Audit(_) => Err(CliError::NotImplemented("audit").into()),
+        Command::Audit(args) => audit::run(audit::AuditConfig::try_from_args(args, &cli.global)?, &ctx).await,
         Command::Drill(_) => Err(CliError::NotImplemented("drill").into()),
     }
 }
