@@ -625,6 +625,7 @@ mod tests {
     fn decisions() {
         let r = rule(false);
         let covered = Scope::Covered(&r);
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(
             &str,
             Vec<VersionRecord>,
