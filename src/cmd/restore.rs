@@ -18,7 +18,7 @@ use crate::model::{Location, Side};
 use crate::plan::{ActionKind, PlanConfig, PlanSummary, PlanWriter, PlannedAction, read_plan};
 use crate::progress::Progress;
 use crate::report::{CsvReport, ReportDir, ReportError, ReportFile, Summary, human_bytes};
-use crate::restore::{ActionOutcome, Engine, EngineConfig, Event, Status, StorageClassPolicy};
+use crate::restore::{ActionOutcome, Engine, EngineConfig, Event, LimitStats, Status, StorageClassPolicy};
 use crate::rules::ReplicationConfig;
 use crate::s3::ops::SseChoice;
 use crate::s3::{DestClient, ListConfig, ReplicationRead, S3Config, SourceClient};
@@ -69,6 +69,10 @@ pub struct RestoreCmdConfig {
     pub report_dir: Option<PathBuf>,
     /// `--replication-config`.
     pub replication_config: Option<PathBuf>,
+    /// The command the reports are named after (`restore`, or `drill`).
+    pub command: &'static str,
+    /// `drill --sample N`: restore the versions of N source keys picked at random.
+    pub sample: Option<u64>,
 }
 
 impl RestoreCmdConfig {
@@ -146,6 +150,8 @@ impl RestoreCmdConfig {
             yes: args.yes,
             report_dir: args.target.report_dir,
             replication_config: args.target.replication_config,
+            command: "restore",
+            sample: None,
         })
     }
 }
@@ -313,12 +319,144 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
     })
 }
 
+/// What a restore did, for the command's summary (or a drill's).
+#[derive(Debug)]
+pub struct RestoreRun {
+    /// The report directory.
+    pub dir: ReportDir,
+    /// The plan's totals.
+    pub plan: PlanSummary,
+    /// `--dry-run`: nothing was executed.
+    pub dry_run: bool,
+    /// Writing actions in the plan, and their bytes.
+    pub planned_writes: (u64, u64),
+    /// Objects and bytes per restore status.
+    pub counts: BTreeMap<&'static str, (u64, u64)>,
+    /// The AIMD limit's figures.
+    pub limit: Option<LimitStats>,
+    /// SHA-256 of restore.csv.
+    pub restore_digest: Option<String>,
+    /// The state directory used.
+    pub state_path: PathBuf,
+    /// Whether this run resumed an unfinished one.
+    pub resumed: bool,
+    /// Whether Ctrl-C stopped it.
+    pub interrupted: bool,
+    /// Wall time of the execution (planning excluded).
+    pub elapsed: std::time::Duration,
+}
+
+impl RestoreRun {
+    /// Objects with `status`.
+    pub fn count(&self, status: Status) -> u64 {
+        self.counts.get(status.as_str()).map(|c| c.0).unwrap_or(0)
+    }
+
+    /// Bytes with `status`.
+    pub fn bytes(&self, status: Status) -> u64 {
+        self.counts.get(status.as_str()).map(|c| c.1).unwrap_or(0)
+    }
+}
+
 /// Runs `restore`.
 ///
 /// # Errors
 /// Setup errors (exit 2) before writing; state, report or S3 errors after (exit 1);
 /// Ctrl-C (exit 130).
 pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Error> {
+    let run = execute(&cfg, ctx).await?;
+    let dir = &run.dir;
+    if run.dry_run {
+        let mut report = Summary::new("restore", ctx.started, ctx.args.clone());
+        super::summary_counts(&run.plan, &mut report);
+        report.extra.insert("dry_run".into(), true.into());
+        let path = report.write(dir).map_err(Error::Report)?;
+        println!("{}\n{}", dir.file("plan.csv").display(), path.display());
+        println!(
+            "restore (dry run, nothing written): would write {} versions ({})",
+            run.planned_writes.0,
+            human_bytes(run.planned_writes.1)
+        );
+        return Ok(Outcome::Complete);
+    }
+    let mut report = Summary::new("restore", ctx.started, ctx.args.clone());
+    restore_summary(&run, &mut report);
+    let summary_path = report.write(dir).map_err(Error::Report)?;
+    println!(
+        "{}\n{}\n{}",
+        dir.file("plan.csv").display(),
+        dir.file("restore.csv").display(),
+        summary_path.display()
+    );
+    println!(
+        "restore{}: {}",
+        if run.interrupted { " (interrupted)" } else { "" },
+        status_line(&run)
+    );
+    if run.interrupted {
+        return Err(Error::Interrupted);
+    }
+    Ok(run_outcome(&run))
+}
+
+/// Exit 1 where anything failed, is archived or pending.
+pub fn run_outcome(run: &RestoreRun) -> Outcome {
+    if run.count(Status::Failed) + run.count(Status::Archived) + run.count(Status::Pending) > 0 {
+        Outcome::Incomplete
+    } else {
+        Outcome::Complete
+    }
+}
+
+/// The statuses in one line.
+pub fn status_line(run: &RestoreRun) -> String {
+    format!(
+        "{} done, {} skipped, {} conflict, {} archived, {} pending, {} failed",
+        run.count(Status::Done),
+        run.count(Status::Skipped),
+        run.count(Status::Conflict),
+        run.count(Status::Archived),
+        run.count(Status::Pending),
+        run.count(Status::Failed)
+    )
+}
+
+/// Puts a restore's figures into a summary.
+pub fn restore_summary(run: &RestoreRun, report: &mut Summary) {
+    for s in Status::ALL {
+        report.counts.insert(s.as_str().to_owned(), run.count(s));
+        report.bytes.insert(s.as_str().to_owned(), run.bytes(s));
+    }
+    report.counts.insert("primary_only".to_owned(), run.plan.primary_only);
+    if let Some(d) = &run.restore_digest {
+        report.reports.insert("restore.csv".to_owned(), d.clone());
+    }
+    if let Ok(bytes) = std::fs::read(run.dir.file("plan.csv")) {
+        use sha2::Digest;
+        report
+            .reports
+            .insert("plan.csv".to_owned(), hex::encode(sha2::Sha256::digest(&bytes)));
+    }
+    if let Some(stats) = run.limit {
+        report.extra.insert(
+            "concurrency".into(),
+            serde_json::json!({"min": stats.min, "max": stats.max, "final": stats.last, "throttled": stats.throttled}),
+        );
+    }
+    report
+        .extra
+        .insert("state_dir".into(), run.state_path.display().to_string().into());
+    report.extra.insert("resumed".into(), run.resumed.into());
+    report.extra.insert("interrupted".into(), run.interrupted.into());
+}
+
+/// Plans (or resumes, or reads `--plan`), asks, executes and writes `plan.csv` and
+/// `restore.csv`; the caller writes the summary.
+///
+/// # Errors
+/// As [`run`], but Ctrl-C is reported in [`RestoreRun::interrupted`] once the reports
+/// are written.
+pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<RestoreRun, Error> {
     let Prepared {
         source,
         dest,
@@ -335,7 +473,7 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
     {
         info!(started = %old.started, "--fresh: discarded the unfinished run's state");
     }
-    let dir = ReportDir::create("restore", cfg.report_dir.as_deref(), ctx.started).map_err(Error::ReportSetup)?;
+    let dir = ReportDir::create(cfg.command, cfg.report_dir.as_deref(), ctx.started).map_err(Error::ReportSetup)?;
 
     // Resume an unfinished run, or plan afresh.
     let unfinished = if cfg.dry_run {
@@ -399,23 +537,30 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
             (actions, summary, None)
         }
     };
+    let (actions, summary) = match (cfg.sample, &resumed) {
+        (Some(n), None) => sample_keys(actions, n, &summary, cfg.part_size),
+        _ => (actions, summary),
+    };
     write_plan(&dir.file("plan.csv"), &cfg, &actions).map_err(Error::ReportSetup)?;
     ctx.say(&super::plan_table(&summary));
     let writes: Vec<&PlannedAction> = actions.iter().filter(|a| a.action.writes()).collect();
+    let writes_n = writes.len() as u64;
     let write_bytes: u64 = writes.iter().map(|a| a.size_bytes.unwrap_or(0)).sum();
 
     if cfg.dry_run {
-        let mut report = Summary::new("restore", ctx.started, ctx.args.clone());
-        super::summary_counts(&summary, &mut report);
-        report.extra.insert("dry_run".into(), true.into());
-        let path = report.write(&dir).map_err(Error::Report)?;
-        println!("{}\n{}", dir.file("plan.csv").display(), path.display());
-        println!(
-            "restore (dry run, nothing written): would write {} versions ({})",
-            writes.len(),
-            human_bytes(write_bytes)
-        );
-        return Ok(Outcome::Complete);
+        return Ok(RestoreRun {
+            dir,
+            plan: summary,
+            dry_run: true,
+            planned_writes: (writes.len() as u64, write_bytes),
+            counts: BTreeMap::new(),
+            limit: None,
+            restore_digest: None,
+            state_path: state.path().to_owned(),
+            resumed: false,
+            interrupted: false,
+            elapsed: std::time::Duration::ZERO,
+        });
     }
     if resumed.is_none() && !writes.is_empty() && !cfg.yes {
         confirm(writes.len(), write_bytes, &cfg.dest)?;
@@ -481,6 +626,7 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
         }
     }
 
+    let exec_started = std::time::Instant::now();
     let run_cancel = ctx.cancel.child_token();
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let engine = Engine::new(source.clone(), dest.clone(), engine_cfg, tx, run_cancel.clone());
@@ -501,7 +647,7 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
 
     // The recorder: journal first, then the report, for every event.
     let mut record_error: Option<Error> = None;
-    let (mut failed_n, mut done_n) = (0u64, 0u64);
+    let mut failed_n = 0u64;
     while let Some(event) = rx.recv().await {
         if record_error.is_some() {
             continue;
@@ -530,9 +676,8 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
                     c.1 += action.size_bytes.unwrap_or(0);
                     if action.action.writes() {
                         progress.inc(1);
-                        match outcome.status {
-                            Status::Failed => failed_n += 1,
-                            _ => done_n += 1,
+                        if outcome.status == Status::Failed {
+                            failed_n += 1;
                         }
                         progress.message(format!("in flight ≤ {}, {} failed", limit.limit(), failed_n));
                     }
@@ -582,58 +727,45 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
     }
     let digest = csv.finish().map_err(Error::Report)?;
 
-    let stats = limit.stats();
-    let mut report = Summary::new("restore", ctx.started, ctx.args.clone());
-    for s in Status::ALL {
-        let (n, b) = counts.get(s.as_str()).copied().unwrap_or_default();
-        report.counts.insert(s.as_str().to_owned(), n);
-        report.bytes.insert(s.as_str().to_owned(), b);
-    }
-    report.counts.insert("primary_only".to_owned(), summary.primary_only);
-    report.reports.insert("restore.csv".to_owned(), digest);
-    if let Ok(bytes) = std::fs::read(dir.file("plan.csv")) {
-        use sha2::Digest;
-        report
-            .reports
-            .insert("plan.csv".to_owned(), hex::encode(sha2::Sha256::digest(&bytes)));
-    }
-    report.extra.insert(
-        "concurrency".into(),
-        serde_json::json!({"min": stats.min, "max": stats.max, "final": stats.last, "throttled": stats.throttled}),
-    );
-    report
-        .extra
-        .insert("state_dir".into(), state.path().display().to_string().into());
-    report.extra.insert("resumed".into(), resumed.is_some().into());
-    report.extra.insert("interrupted".into(), interrupted.into());
-    let summary_path = report.write(&dir).map_err(Error::Report)?;
+    Ok(RestoreRun {
+        dir,
+        plan: summary,
+        dry_run: false,
+        planned_writes: (writes_n, write_bytes),
+        counts,
+        limit: Some(limit.stats()),
+        restore_digest: Some(digest),
+        state_path: state.path().to_owned(),
+        resumed: resumed.is_some(),
+        interrupted,
+        elapsed: exec_started.elapsed(),
+    })
+}
 
-    let count = |s: Status| counts.get(s.as_str()).map(|c| c.0).unwrap_or(0);
-    println!(
-        "{}\n{}\n{}",
-        dir.file("plan.csv").display(),
-        dir.file("restore.csv").display(),
-        summary_path.display()
-    );
-    println!(
-        "restore{}: {} done, {} skipped, {} conflict, {} archived, {} pending, {} failed",
-        if interrupted { " (interrupted)" } else { "" },
-        count(Status::Done),
-        count(Status::Skipped),
-        count(Status::Conflict),
-        count(Status::Archived),
-        count(Status::Pending),
-        count(Status::Failed)
-    );
-    let _ = done_n;
-    if interrupted {
-        return Err(Error::Interrupted);
+/// Keeps the actions of `n` source keys picked at random (every version of a picked key,
+/// so that `all-versions` keeps its order).
+fn sample_keys(
+    actions: Vec<PlannedAction>,
+    n: u64,
+    full: &PlanSummary,
+    part_size: Option<u64>,
+) -> (Vec<PlannedAction>, PlanSummary) {
+    use std::hash::BuildHasher;
+    let seed = std::collections::hash_map::RandomState::new();
+    let mut keys: Vec<(u64, &str)> = Vec::new();
+    for a in &actions {
+        if keys.last().is_none_or(|(_, k)| *k != a.key) {
+            keys.push((seed.hash_one(&a.key), a.key.as_str()));
+        }
     }
-    if count(Status::Failed) + count(Status::Archived) + count(Status::Pending) > 0 {
-        Ok(Outcome::Incomplete)
-    } else {
-        Ok(Outcome::Complete)
-    }
+    keys.sort_unstable();
+    let picked: std::collections::HashSet<String> =
+        keys.into_iter().take(n as usize).map(|(_, k)| k.to_owned()).collect();
+    let kept: Vec<PlannedAction> = actions.into_iter().filter(|a| picked.contains(&a.key)).collect();
+    let mut summary = PlanSummary::new(part_size);
+    kept.iter().for_each(|a| summary.add(a));
+    summary.primary_only = full.primary_only;
+    (kept, summary)
 }
 
 fn write_row(csv: &mut CsvReport, a: &PlannedAction, o: &ActionOutcome) -> Result<(), ReportError> {

@@ -283,17 +283,125 @@ async fn deep_check(
     Ok(if diffs.is_empty() { None } else { Some(diffs.join("; ")) })
 }
 
+/// What a verify found.
+#[derive(Debug)]
+pub struct VerifyRun {
+    /// The report directory.
+    pub dir: ReportDir,
+    /// Versions and bytes per status.
+    pub counts: BTreeMap<VerifyStatus, (u64, u64)>,
+    /// Target versions and bytes.
+    pub target: (u64, u64),
+    /// Keys only in the primary.
+    pub primary_only: u64,
+    /// SHA-256 of verify.csv.
+    pub digest: String,
+    /// A few keys per status other than `match`, for people.
+    pub examples: Vec<(VerifyStatus, Vec<String>)>,
+}
+
+impl VerifyRun {
+    /// Versions with `status`.
+    pub fn count(&self, status: VerifyStatus) -> u64 {
+        self.counts.get(&status).map(|c| c.0).unwrap_or(0)
+    }
+
+    /// Matched share of the target versions, in percent (100 for an empty target).
+    pub fn percent(&self) -> f64 {
+        if self.target.0 == 0 {
+            100.0
+        } else {
+            (self.count(VerifyStatus::Match) as f64 * 100.0 / self.target.0 as f64 * 1000.0).floor() / 1000.0
+        }
+    }
+
+    /// Whether every target version matched.
+    pub fn complete(&self) -> bool {
+        self.count(VerifyStatus::Match) == self.target.0
+    }
+
+    /// Puts the figures into a summary.
+    pub fn fill_summary(&self, report: &mut Summary) {
+        for s in VerifyStatus::ALL {
+            let (n, b) = self.counts.get(&s).copied().unwrap_or_default();
+            report.counts.insert(s.as_str().to_owned(), n);
+            report.bytes.insert(s.as_str().to_owned(), b);
+        }
+        report.counts.entry("primary_only".into()).or_insert(self.primary_only);
+        report.reports.insert("verify.csv".into(), self.digest.clone());
+        let matched = self.counts.get(&VerifyStatus::Match).copied().unwrap_or_default();
+        report.extra.insert(
+            "completeness".into(),
+            serde_json::json!({
+                "objects_matched": matched.0,
+                "objects_target": self.target.0,
+                "bytes_matched": matched.1,
+                "bytes_target": self.target.1,
+                "percent": self.percent(),
+            }),
+        );
+    }
+
+    /// The one-line result.
+    pub fn line(&self) -> String {
+        let matched = self.counts.get(&VerifyStatus::Match).copied().unwrap_or_default();
+        format!(
+            "{:.3}% ({} of {} versions, {} of {}); {} missing, {} differs, {} unexpected, {} conflict-kept",
+            self.percent(),
+            matched.0,
+            self.target.0,
+            human_bytes(matched.1),
+            human_bytes(self.target.1),
+            self.count(VerifyStatus::Missing),
+            self.count(VerifyStatus::Differs),
+            self.count(VerifyStatus::Unexpected),
+            self.count(VerifyStatus::ConflictKept),
+        )
+    }
+}
+
 /// Runs `verify`.
 ///
 /// # Errors
 /// Setup errors (exit 2); listing or report errors after (exit 1).
 pub async fn run(cfg: VerifyCmdConfig, ctx: &RunContext) -> Result<Outcome, Error> {
+    let run = execute(&cfg, ctx, None).await?;
+    let mut report = Summary::new("verify", ctx.started, ctx.args.clone());
+    run.fill_summary(&mut report);
+    report.extra.insert("deep".into(), cfg.deep.into());
+    report.extra.insert("metadata".into(), cfg.metadata.into());
+    let summary_path = report.write(&run.dir).map_err(Error::Report)?;
+    for (status, keys) in &run.examples {
+        ctx.say(&format!(
+            "{}: {}\n",
+            status.as_str(),
+            keys.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    println!("{}\n{}", run.dir.file("verify.csv").display(), summary_path.display());
+    println!("verify: {}", run.line());
+    Ok(if run.complete() {
+        Outcome::Complete
+    } else {
+        Outcome::Incomplete
+    })
+}
+
+/// Checks the destination and writes `verify.csv` into `dir` (or a fresh `verify-...`
+/// directory); the caller writes the summary.
+///
+/// # Errors
+/// As [`run`].
+pub async fn execute(cfg: &VerifyCmdConfig, ctx: &RunContext, dir: Option<&ReportDir>) -> Result<VerifyRun, Error> {
     let source = SourceClient::connect(&cfg.source_s3).await.map_err(Error::Setup)?;
     let dest = DestClient::connect(&cfg.dest_s3).await.map_err(Error::Setup)?;
     let s = source.bucket_settings(&cfg.source.bucket).await.map_err(Error::Setup)?;
     super::require_source_versioned(&cfg.source, &s)?;
     dest.bucket_settings(&cfg.dest.bucket).await.map_err(Error::Setup)?;
-    let dir = ReportDir::create("verify", cfg.report_dir.as_deref(), ctx.started).map_err(Error::ReportSetup)?;
+    let dir = match dir {
+        Some(d) => d.clone(),
+        None => ReportDir::create("verify", cfg.report_dir.as_deref(), ctx.started).map_err(Error::ReportSetup)?,
+    };
     let key = RunKey::new(cfg.source.to_string(), cfg.dest.to_string(), super::mode_key(&cfg.plan));
     let evidence = match StateDir::open_existing(&cfg.state_dir, &key) {
         Some(state) => Copied(state.copied_evidence().unwrap_or_default()),
@@ -383,66 +491,26 @@ pub async fn run(cfg: VerifyCmdConfig, ctx: &RunContext) -> Result<Outcome, Erro
         target_b += size;
     }
     let digest = csv.finish().map_err(Error::Report)?;
-    let (matched_n, matched_b) = counts.get(&VerifyStatus::Match).copied().unwrap_or_default();
-    let percent = if target_n == 0 {
-        100.0
-    } else {
-        matched_n as f64 * 100.0 / target_n as f64
-    };
-    let complete = matched_n == target_n;
-
-    let mut report = Summary::new("verify", ctx.started, ctx.args.clone());
-    for s in VerifyStatus::ALL {
-        let (n, b) = counts.get(&s).copied().unwrap_or_default();
-        report.counts.insert(s.as_str().to_owned(), n);
-        report.bytes.insert(s.as_str().to_owned(), b);
-    }
-    report.counts.insert("primary_only".into(), plan_summary.primary_only);
-    report.reports.insert("verify.csv".into(), digest);
-    report.extra.insert(
-        "completeness".into(),
-        serde_json::json!({
-            "objects_matched": matched_n,
-            "objects_target": target_n,
-            "bytes_matched": matched_b,
-            "bytes_target": target_b,
-            "percent": (percent * 1000.0).floor() / 1000.0,
-        }),
-    );
-    report.extra.insert("deep".into(), cfg.deep.into());
-    report.extra.insert("metadata".into(), cfg.metadata.into());
-    let summary_path = report.write(&dir).map_err(Error::Report)?;
-
-    for s in VerifyStatus::ALL.into_iter().filter(|s| *s != VerifyStatus::Match) {
-        let bad: Vec<&str> = rows
-            .iter()
-            .filter(|(_, v)| v.status == s)
-            .map(|(a, _)| a.key.as_str())
-            .take(5)
-            .collect();
-        if !bad.is_empty() {
-            ctx.say(&format!(
-                "{}: {}\n",
-                s.as_str(),
-                bad.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
-            ));
-        }
-    }
-    let count = |s: VerifyStatus| counts.get(&s).map(|c| c.0).unwrap_or(0);
-    println!("{}\n{}", dir.file("verify.csv").display(), summary_path.display());
-    println!(
-        "verify: {:.3}% ({matched_n} of {target_n} versions, {} of {}); {} missing, {} differs, {} unexpected, {} conflict-kept",
-        (percent * 1000.0).floor() / 1000.0,
-        human_bytes(matched_b),
-        human_bytes(target_b),
-        count(VerifyStatus::Missing),
-        count(VerifyStatus::Differs),
-        count(VerifyStatus::Unexpected),
-        count(VerifyStatus::ConflictKept),
-    );
-    Ok(if complete {
-        Outcome::Complete
-    } else {
-        Outcome::Incomplete
+    let examples = VerifyStatus::ALL
+        .into_iter()
+        .filter(|s| *s != VerifyStatus::Match)
+        .map(|s| {
+            let keys: Vec<String> = rows
+                .iter()
+                .filter(|(_, v)| v.status == s)
+                .map(|(a, _)| a.key.clone())
+                .take(5)
+                .collect();
+            (s, keys)
+        })
+        .filter(|(_, keys)| !keys.is_empty())
+        .collect();
+    Ok(VerifyRun {
+        dir,
+        counts,
+        target: (target_n, target_b),
+        primary_only: plan_summary.primary_only,
+        digest,
+        examples,
     })
 }
