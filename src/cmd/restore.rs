@@ -462,7 +462,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
         dest,
         mut engine_cfg,
         notes,
-    } = prepare(&cfg).await?;
+    } = prepare(cfg).await?;
     for note in &notes {
         warn!("{note}");
     }
@@ -541,7 +541,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
         (Some(n), None) => sample_keys(actions, n, &summary, cfg.part_size),
         _ => (actions, summary),
     };
-    write_plan(&dir.file("plan.csv"), &cfg, &actions).map_err(Error::ReportSetup)?;
+    write_plan(&dir.file("plan.csv"), cfg, &actions).map_err(Error::ReportSetup)?;
     ctx.say(&super::plan_table(&summary));
     let writes: Vec<&PlannedAction> = actions.iter().filter(|a| a.action.writes()).collect();
     let writes_n = writes.len() as u64;
@@ -571,7 +571,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
         Some(r) => r.clone(),
         None => {
             let run = state.begin(ctx.started).map_err(state_error)?;
-            write_plan(&state.plan_path(), &cfg, &actions).map_err(|e| Error::State(e.to_string()))?;
+            write_plan(&state.plan_path(), cfg, &actions).map_err(|e| Error::State(e.to_string()))?;
             run
         }
     };
