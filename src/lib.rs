@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod cli;
 pub mod cmd;
+pub mod drill;
 pub mod error;
 pub mod inventory;
 pub mod model;
@@ -24,7 +25,7 @@ pub mod target;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, CliError, Command};
+use crate::cli::{Cli, Command};
 pub use crate::error::{Error, Outcome};
 
 /// What every command gets besides its own configuration.
@@ -78,6 +79,8 @@ pub async fn run(cli: Cli, ctx: RunContext) -> Result<Outcome, Error> {
             .await
         }
         Command::Audit(args) => audit::run(audit::AuditConfig::try_from_args(args, &cli.global)?, &ctx).await,
-        Command::Drill(_) => Err(CliError::NotImplemented("drill").into()),
+        Command::Drill(args) => {
+            drill::run(drill::DrillConfig::try_from_args(args, &cli.global, ctx.started)?, &ctx).await
+        }
     }
 }

@@ -496,6 +496,32 @@ impl StateDir {
     /// The directory or a journal cannot be read, or a journal line other than the last
     /// does not parse.
     pub fn copied_evidence(&self) -> Result<HashMap<String, String>, StateError> {
+        let mut evidence = HashMap::new();
+        self.for_each_write(|outcome| {
+            if let Some(dest_version_id) = outcome.dest_version_id {
+                evidence.insert(dest_version_id, outcome.source_version_id);
+            }
+        })?;
+        Ok(evidence)
+    }
+
+    /// Every destination version (key, version id) that any run in this directory
+    /// recorded as written, in journal order: what `drill --cleanup` may delete.
+    ///
+    /// # Errors
+    /// A journal cannot be read.
+    pub fn recorded_writes(&self) -> Result<Vec<(String, String)>, StateError> {
+        let mut writes = Vec::new();
+        self.for_each_write(|outcome| {
+            if let Some(dest_version_id) = outcome.dest_version_id {
+                writes.push((outcome.dest_key, dest_version_id));
+            }
+        })?;
+        Ok(writes)
+    }
+
+    /// Calls `f` with every `done` outcome of every journal (finished runs first).
+    fn for_each_write(&self, mut f: impl FnMut(OutcomeEntry)) -> Result<(), StateError> {
         let read_err = |source| StateError::Read {
             path: self.dir.clone(),
             source,
@@ -509,18 +535,16 @@ impl StateDir {
             }
         }
         journals.sort();
-        let mut evidence = HashMap::new();
         for path in journals {
             scan_journal(&path, |entry| {
                 if let JournalEntry::Outcome(outcome) = entry
                     && outcome.status == "done"
-                    && let Some(dest_version_id) = outcome.dest_version_id
                 {
-                    evidence.insert(dest_version_id, outcome.source_version_id);
+                    f(outcome);
                 }
             })?;
         }
-        Ok(evidence)
+        Ok(())
     }
 
     /// Writes `key.json`, or checks that the one there names this key.

@@ -344,6 +344,12 @@ pub struct RestoreRun {
     pub interrupted: bool,
     /// Wall time of the execution (planning excluded).
     pub elapsed: std::time::Duration,
+    /// With `sample`: the source keys picked.
+    pub sampled_keys: Option<std::collections::HashSet<String>>,
+    /// Writing actions and bytes of the whole plan, before any sampling.
+    pub full_writes: (u64, u64),
+    /// The newest source version or delete marker the plan saw.
+    pub newest_source: Option<jiff::Timestamp>,
 }
 
 impl RestoreRun {
@@ -537,6 +543,11 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
             (actions, summary, None)
         }
     };
+    let full_writes = actions
+        .iter()
+        .filter(|a| a.action.writes())
+        .fold((0u64, 0u64), |(n, b), a| (n + 1, b + a.size_bytes.unwrap_or(0)));
+    let newest_source = actions.iter().filter_map(|a| a.last_modified).max();
     let (actions, summary) = match (cfg.sample, &resumed) {
         (Some(n), None) => sample_keys(actions, n, &summary, cfg.part_size),
         _ => (actions, summary),
@@ -560,6 +571,9 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
             resumed: false,
             interrupted: false,
             elapsed: std::time::Duration::ZERO,
+            sampled_keys: None,
+            full_writes,
+            newest_source,
         });
     }
     if resumed.is_none() && !writes.is_empty() && !cfg.yes {
@@ -739,6 +753,9 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
         resumed: resumed.is_some(),
         interrupted,
         elapsed: exec_started.elapsed(),
+        sampled_keys: cfg.sample.map(|_| actions.iter().map(|a| a.key.clone()).collect()),
+        full_writes,
+        newest_source,
     })
 }
 

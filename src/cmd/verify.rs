@@ -47,6 +47,8 @@ pub struct VerifyCmdConfig {
     pub state_dir: PathBuf,
     /// `--report-dir`.
     pub report_dir: Option<PathBuf>,
+    /// Check only these source keys (a drill's sample); `None` checks every key.
+    pub only_keys: Option<std::collections::HashSet<String>>,
 }
 
 impl VerifyCmdConfig {
@@ -68,6 +70,7 @@ impl VerifyCmdConfig {
             deep: args.deep,
             state_dir: PathBuf::from(".s3-failback"),
             report_dir: args.target.report_dir,
+            only_keys: None,
         })
     }
 }
@@ -420,6 +423,13 @@ pub async fn execute(cfg: &VerifyCmdConfig, ctx: &RunContext, dir: Option<&Repor
         &cfg.plan,
         &evidence,
         |diff, actions| {
+            if cfg
+                .only_keys
+                .as_ref()
+                .is_some_and(|keys| !keys.contains(&diff.source_key))
+            {
+                return Ok(());
+            }
             for a in actions {
                 let v = judge(diff, &a, cfg.plan.mode);
                 progress.inc(1);

@@ -814,6 +814,34 @@ impl DestClient {
         })
     }
 
+    /// DeleteObject WITH a version id: destroys that version. Only `drill --cleanup` calls
+    /// this, for versions its own journal recorded in the scratch location; nothing else
+    /// in this tool deletes permanently.
+    ///
+    /// # Errors
+    /// The request failed (a version already gone is not an error).
+    pub async fn delete_scratch_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<(), S3Error> {
+        match self
+            .sdk()
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .version_id(version_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = S3Error::from_sdk(&e, "DeleteObject", bucket, Some(key)).at_endpoint(self.endpoint());
+                if err.kind == S3ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
     /// HEADs a destination version (or the current one).
     ///
     /// # Errors
