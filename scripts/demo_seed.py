@@ -4,6 +4,7 @@ Run by scripts/demo against the local S3 server; prints nothing but a one-line s
 """
 import random
 import sys
+import time
 
 import boto3
 
@@ -29,6 +30,12 @@ rng = random.Random(7)
 keys = [f"{p}/{i:04d}.json" for p in ("orders", "invoices", "users") for i in range(60)]
 keys += ["reports/2026 Q3 summary.pdf", "reports/naïve café.txt", "reports/a+b=c.csv"]
 written = 0
+# Before the outage: the primary held older versions of some keys (they went stale).
+stale = [key for key in keys if rng.random() < 0.15]
+for key in stale:
+    s3.put_object(Bucket="demo-primary", Key=key, Body=b"stale")
+# Last-Modified has one-second resolution: the replica's versions must be newer.
+time.sleep(1.1)
 for key in keys:
     for v in range(rng.choice([1, 1, 2, 3])):
         body = f"{key} version {v} ".encode() * rng.randint(1, 40)
@@ -41,12 +48,9 @@ for key in keys:
             Tagging="team=payments&tier=gold",
         )
         written += 1
-    # The primary survived the outage with part of its data: some keys, some stale.
-    roll = rng.random()
-    if roll < 0.3:
+    # The primary survived the outage with part of its data.
+    if key not in stale and rng.random() < 0.3:
         s3.copy_object(Bucket="demo-primary", Key=key, CopySource={"Bucket": "demo-replica", "Key": key})
-    elif roll < 0.4:
-        s3.put_object(Bucket="demo-primary", Key=key, Body=b"stale")
 for key in keys[::25]:
     s3.delete_object(Bucket="demo-replica", Key=key)
 print(f"seeded {len(keys)} keys ({written} versions) in s3://demo-replica and a damaged s3://demo-primary")
