@@ -621,6 +621,74 @@ mod tests {
         assert!(parse_as_of("yesterday", now).is_err());
     }
 
+    /// Splits a command line the way a POSIX shell does for the simple cases runbooks use:
+    /// words, single and double quotes, backslash-newline continuations.
+    fn shell_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut cur = String::new();
+        let mut quote: Option<char> = None;
+        let mut in_word = false;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => cur.push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    in_word = true;
+                }
+                (None, c) if c.is_whitespace() => {
+                    if in_word {
+                        words.push(std::mem::take(&mut cur));
+                        in_word = false;
+                    }
+                }
+                (None, c) => {
+                    cur.push(c);
+                    in_word = true;
+                }
+            }
+        }
+        if in_word {
+            words.push(cur);
+        }
+        words
+    }
+
+    #[test]
+    fn runbook_and_readme_commands_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<_> = std::fs::read_dir(root.join("runbooks"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "md"))
+            .collect();
+        files.push(root.join("README.md"));
+        let mut checked = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let joined = text.replace("\\\n", " ");
+            let mut in_block = false;
+            for line in joined.lines() {
+                let t = line.trim();
+                if t.starts_with("```") {
+                    in_block = t == "```console";
+                    continue;
+                }
+                if in_block && t.starts_with("s3-failback ") {
+                    let words = shell_words(t.split(';').next().unwrap_or(t));
+                    if let Err(e) = Cli::try_parse_from(&words) {
+                        panic!("{}: {t}\n{e}", file.display());
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(
+            checked >= 12,
+            "only {checked} command lines found in the runbooks and README"
+        );
+    }
+
     #[test]
     fn contract_command_lines_parse() {
         let lines = [
