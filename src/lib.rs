@@ -8,6 +8,8 @@ pub mod cli;
 pub mod cmd;
 pub mod drill;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod inventory;
 pub mod model;
 pub mod parts;
