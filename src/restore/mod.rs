@@ -328,12 +328,15 @@ impl Engine {
     }
 
     /// Runs an idempotent request with the engine's retries: backoff with full jitter,
-    /// the AIMD limit told of every throttle and success.
-    async fn retrying<T, F, Fut>(&self, _what: &'static str, mut f: F) -> (Result<T, S3Error>, u32)
+    /// the AIMD limit told of every throttle and success. Requests on the write client
+    /// (no SDK retries) get `--max-attempts` engine attempts; the others were already
+    /// retried by the SDK and get one more round here.
+    async fn retrying<T, F, Fut>(&self, what: &'static str, mut f: F) -> (Result<T, S3Error>, u32)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, S3Error>>,
     {
+        let max_attempts = if WRITE_CLIENT_OPERATIONS.contains(&what) { self.inner.cfg.max_attempts } else { 2 };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -347,6 +350,12 @@ impl Engine {
                     return (Ok(v), attempt);
                 }
                 Err(e) => {
+                    if attempt >= max_attempts {
+                        if e.kind == S3ErrorKind::Throttled {
+                            self.inner.limit.on_throttle();
+                        }
+                        return (Err(e), attempt);
+                    }
                     if !self.should_retry(&e, attempt).await {
                         return (Err(e), attempt);
                     }
@@ -372,6 +381,10 @@ impl Engine {
         }
     }
 }
+
+/// Operations the engine sends on the write client, whose SDK retries are off: the engine
+/// is their only retry.
+const WRITE_CLIENT_OPERATIONS: [&str; 2] = ["CreateMultipartUpload", "UploadPartCopy"];
 
 /// Exponential backoff with full jitter: up to 100 ms × 2^(attempt-1), capped at 20 s.
 fn backoff(attempt: u32) -> Duration {
