@@ -735,6 +735,52 @@ async fn proxy_fakes_wrong_region_redirects_and_adds_lock_checksum_header() {
     );
 }
 
+/// moto answers HEAD with `partNumber` from the part alone; the proxy can give it the
+/// object's metadata, as S3 does, keeping the part's length and the parts count.
+#[tokio::test]
+async fn proxy_gives_part_heads_the_object_metadata() {
+    let mut sc = Scenario::builder("selftest-part-head");
+    sc.put(
+        "mp",
+        ObjectSpec::multipart(&[6144, 5120])
+            .content_type("application/x-tar")
+            .cache_control("no-cache")
+            .meta("origin", "mp"),
+    );
+    let seeded = sc.seed().await;
+    let replica = &seeded.replica;
+    let proxy = Proxy::start();
+    let s3 = client_for(&proxy.endpoint(), REPLICA_REGION);
+    let vid = replica.current("mp").unwrap().version_id.clone();
+    let head = |part: i32| {
+        s3.head_object()
+            .bucket(&replica.name)
+            .key("mp")
+            .version_id(&vid)
+            .part_number(part)
+            .send()
+    };
+    let plain = head(2).await.expect("part head");
+    assert_eq!(plain.content_type(), Some("binary/octet-stream"), "moto's own answer");
+    assert!(plain.metadata().is_none_or(|m| m.is_empty()));
+
+    proxy.emulate_part_head_metadata(&replica.name);
+    let part = head(2).await.expect("part head");
+    assert_eq!(part.content_type(), Some("application/x-tar"));
+    assert_eq!(part.cache_control(), Some("no-cache"));
+    assert_eq!(
+        part.metadata().and_then(|m| m.get("origin")).map(String::as_str),
+        Some("mp")
+    );
+    assert_eq!(part.content_length(), Some(5120), "the part's own length");
+    assert_eq!(part.parts_count(), Some(2));
+    assert_eq!(
+        proxy.requests_of(S3Op::HeadObject).len(),
+        2,
+        "the proxy's own HEAD is not recorded"
+    );
+}
+
 #[test]
 fn run_cli_runs_the_built_binary() {
     let out = run_cli(&["--help"], &[("AWS_REGION", "eu-west-1")]);

@@ -3,8 +3,9 @@
 //! The tool under test gets the proxy's endpoint; the proxy records every request (method,
 //! bucket, decoded key, raw query, selected headers, the S3 operation and the answer),
 //! and on request answers SlowDown above K requests in flight, fails, delays or resets
-//! chosen requests, fakes S3's wrong-region redirect, or adds the header moto wants on
-//! copies into an Object Lock bucket. It runs on a runtime thread of its own, so sync and
+//! chosen requests, fakes S3's wrong-region redirect, adds the header moto wants on
+//! copies into an Object Lock bucket, or gives HEAD with `partNumber` the object's
+//! metadata as S3 does. It runs on a runtime thread of its own, so sync and
 //! async tests can use it alike. Assertions stay in the tests.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -452,6 +453,7 @@ struct Settings {
     hook: Option<Hook>,
     checksum_header: HashSet<(String, S3Op)>,
     bucket_regions: HashMap<String, String>,
+    part_head_metadata: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -688,6 +690,15 @@ impl Proxy {
         self.shared.settings().checksum_header.insert((bucket.to_owned(), op));
     }
 
+    /// Makes HEAD with `partNumber` on `bucket` answer with the object's metadata, as S3
+    /// does (a part HEAD is a ranged HEAD: only the length differs from the whole object's
+    /// answer). moto answers such a HEAD from the part alone: Content-Type
+    /// `binary/octet-stream`, no `x-amz-meta-*`, no lock or encryption headers. The proxy
+    /// HEADs the whole version as well and copies its metadata headers onto the answer.
+    pub fn emulate_part_head_metadata(&self, bucket: &str) {
+        self.shared.settings().part_head_metadata.insert(bucket.to_owned());
+    }
+
     /// Makes `bucket` live in `region`: requests for it signed for another region get S3's
     /// 301 PermanentRedirect with `x-amz-bucket-region` (moto never answers that itself).
     pub fn set_bucket_region(&self, bucket: &str, region: &str) {
@@ -851,7 +862,7 @@ async fn handle(
     let head = req.method() == Method::HEAD;
     let (mut guard, _) = InFlight::enter(&shared);
 
-    let (redirect, hook, add_checksum) = {
+    let (redirect, hook, add_checksum, part_head) = {
         let settings = shared.settings();
         let redirect = recorded.bucket.as_ref().and_then(|b| {
             let region = settings.bucket_regions.get(b)?;
@@ -862,7 +873,13 @@ async fn handle(
             .bucket
             .as_ref()
             .is_some_and(|b| settings.checksum_header.contains(&(b.clone(), recorded.op)));
-        (redirect, settings.hook.clone(), add_checksum)
+        let part_head = recorded.op == S3Op::HeadObject
+            && recorded.query_param("partNumber").is_some()
+            && recorded
+                .bucket
+                .as_ref()
+                .is_some_and(|b| settings.part_head_metadata.contains(b));
+        (redirect, settings.hook.clone(), add_checksum, part_head)
     };
 
     if let Some(region) = redirect {
@@ -913,6 +930,7 @@ async fn handle(
 
     // Forward, streaming the request body through.
     let (parts, body) = req.into_parts();
+    let whole_head = part_head.then(|| (parts.uri.clone(), parts.headers.clone()));
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let uri: hyper::Uri = format!("{upstream}{path_and_query}")
         .parse()
@@ -951,6 +969,30 @@ async fn handle(
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
     }
+    if let Some((uri, headers)) = whole_head
+        && parts.status.is_success()
+    {
+        let object = match head_whole_object(&client, &upstream, &uri, &headers).await {
+            Ok(h) => h,
+            Err(e) => {
+                shared.finish(seq, None, true);
+                return Err(e);
+            }
+        };
+        for name in object
+            .keys()
+            .chain(parts.headers.keys())
+            .cloned()
+            .collect::<HashSet<_>>()
+        {
+            if is_object_metadata_header(name.as_str()) {
+                parts.headers.remove(&name);
+                for value in object.get_all(&name) {
+                    parts.headers.append(name.clone(), value.clone());
+                }
+            }
+        }
+    }
     shared.finish(seq, Some(status), false);
     Ok(Response::from_parts(
         parts,
@@ -959,4 +1001,60 @@ async fn handle(
             _guard: Some(guard),
         },
     ))
+}
+
+/// The headers of a HEAD answer that describe the object rather than the part or the
+/// request: what S3 repeats on a HEAD with `partNumber`.
+fn is_object_metadata_header(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "cache-control"
+            | "content-disposition"
+            | "content-encoding"
+            | "content-language"
+            | "expires"
+            | "x-amz-website-redirect-location"
+            | "x-amz-storage-class"
+            | "x-amz-tagging-count"
+    ) || name.starts_with("x-amz-meta-")
+        || name.starts_with("x-amz-server-side-encryption")
+        || name.starts_with("x-amz-object-lock-")
+}
+
+/// HEADs the whole version a part HEAD named (the same request without `partNumber`;
+/// moto checks no signatures) and returns its headers.
+async fn head_whole_object(
+    client: &HttpClient<HttpConnector, ProxyBody>,
+    upstream: &str,
+    uri: &hyper::Uri,
+    headers: &hyper::HeaderMap,
+) -> Result<hyper::HeaderMap, BoxError> {
+    let query: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("partNumber"))
+        .collect();
+    let target = if query.is_empty() {
+        format!("{upstream}{}", uri.path())
+    } else {
+        format!("{upstream}{}?{}", uri.path(), query.join("&"))
+    };
+    let mut request = Request::builder().method(Method::HEAD).uri(target);
+    for (name, value) in headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            request = request.header(name, value);
+        }
+    }
+    let request = request
+        .body(Empty::new().map_err(|e: Infallible| match e {}).boxed())
+        .map_err(|e| format!("whole-object HEAD: {e}"))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| format!("whole-object HEAD failed: {e}"))?;
+    let (parts, body) = response.into_parts();
+    let _ = body.collect().await;
+    Ok(parts.headers)
 }
