@@ -60,6 +60,9 @@ struct Connection {
     client: Client,
     /// The same service with the SDK's retries off, for writes the engine retries itself.
     write_client: Client,
+    /// The same service with few, quick retries, for the bucket checks a run starts with:
+    /// a mistyped endpoint or bucket should answer in seconds, not after ten backoffs.
+    probe_client: Client,
     side: Side,
     region: String,
     endpoint: Option<String>,
@@ -185,11 +188,19 @@ async fn connect(cfg: &S3Config) -> Result<Connection, S3Error> {
         )
         .retry_partition(partition);
     let client = Client::from_conf(builder.clone().build());
+    builder.set_retry_config(Some(
+        RetryConfig::standard()
+            .with_max_attempts(3)
+            .with_initial_backoff(Duration::from_millis(100))
+            .with_max_backoff(Duration::from_secs(1)),
+    ));
+    let probe_client = Client::from_conf(builder.clone().build());
     builder.set_retry_config(Some(RetryConfig::standard().with_max_attempts(1)));
     let write_client = Client::from_conf(builder.build());
     Ok(Connection {
         client,
         write_client,
+        probe_client,
         side: cfg.side,
         region,
         endpoint,
@@ -203,7 +214,7 @@ impl Connection {
 
     async fn versioning(&self, bucket: &str) -> Result<Versioning, S3Error> {
         let out = self
-            .client
+            .probe_client
             .get_bucket_versioning()
             .bucket(bucket)
             .send()
@@ -231,9 +242,9 @@ impl Connection {
             return Ok(settings);
         }
         let (ownership, encryption, lock) = tokio::join!(
-            self.client.get_bucket_ownership_controls().bucket(bucket).send(),
-            self.client.get_bucket_encryption().bucket(bucket).send(),
-            self.client.get_object_lock_configuration().bucket(bucket).send(),
+            self.probe_client.get_bucket_ownership_controls().bucket(bucket).send(),
+            self.probe_client.get_bucket_encryption().bucket(bucket).send(),
+            self.probe_client.get_object_lock_configuration().bucket(bucket).send(),
         );
         match ownership {
             Ok(out) => {
