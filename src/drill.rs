@@ -82,6 +82,7 @@ impl DrillConfig {
             replication_config: args.target.replication_config.clone(),
             command: "drill",
             sample: args.sample,
+            metadata: false,
         };
         let verify = VerifyCmdConfig {
             source,

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod cli;
 pub mod cmd;
+pub mod compare;
 pub mod drill;
 pub mod error;
 #[cfg(test)]

@@ -86,6 +86,7 @@ pub async fn plan_actions<F>(
     dest: &Location,
     list: ListConfig,
     cfg: &PlanConfig,
+    metadata: bool,
     evidence: &dyn Evidence,
     mut sink: F,
 ) -> Result<PlanSummary, Error>
@@ -99,6 +100,7 @@ where
         dest,
         list,
         cfg,
+        metadata,
         evidence,
         |_, actions| actions.into_iter().try_for_each(&mut sink),
     )
@@ -118,6 +120,7 @@ pub async fn plan_keys<F>(
     dest: &Location,
     list: ListConfig,
     cfg: &PlanConfig,
+    metadata: bool,
     evidence: &dyn Evidence,
     mut sink: F,
 ) -> Result<PlanSummary, Error>
@@ -128,6 +131,11 @@ where
         SideInput::Live(c) => Some(*c),
         SideInput::Inventory(_) => None,
     };
+    let dest_client = match &dest_input {
+        SideInput::Live(c) => Some(*c),
+        SideInput::Inventory(_) => None,
+    };
+    let clients = source_client.zip(dest_client).filter(|_| metadata);
     let src = source_records(&source_input, source, list)?;
     let dst = dest_records(&dest_input, dest, list)?;
     let joined = reconcile(
@@ -138,26 +146,91 @@ where
             dest: dest.clone(),
         },
     );
-    let mut joined = std::pin::pin!(joined);
-    let mut summary = PlanSummary::new(None);
-    while let Some(item) = joined.next().await {
-        match item.map_err(join_error)? {
-            Reconciled::PrimaryOnly { .. } => summary.add_primary_only(),
-            Reconciled::Key(diff) => {
-                let mut actions = plan_key(&diff, cfg, evidence);
-                for action in &mut actions {
-                    if action.action == ActionKind::Archived
-                        && let Some(client) = source_client
-                    {
-                        resolve_archived(client, &source.bucket, &diff.source, cfg, action).await?;
+    // Keys whose decision needs a read (archived versions, --metadata) are worked on
+    // concurrently; `buffered` keeps plan order.
+    let planned = joined
+        .map(|item| async move {
+            match item.map_err(join_error)? {
+                Reconciled::PrimaryOnly { .. } => Ok::<_, Error>(None),
+                Reconciled::Key(diff) => {
+                    let mut actions = plan_key(&diff, cfg, evidence);
+                    for action in &mut actions {
+                        if action.action == ActionKind::Archived
+                            && let Some(client) = source_client
+                        {
+                            resolve_archived(client, &source.bucket, &diff.source, cfg, action).await?;
+                        }
+                        if let Some((s, d)) = clients {
+                            compare_metadata(s, d, source, dest, &diff, cfg, action).await?;
+                        }
                     }
-                    summary.add(action);
+                    Ok(Some((diff, actions)))
                 }
+            }
+        })
+        .buffered(16);
+    let mut planned = std::pin::pin!(planned);
+    let mut summary = PlanSummary::new(None);
+    while let Some(item) = planned.next().await {
+        match item? {
+            None => summary.add_primary_only(),
+            Some((diff, actions)) => {
+                actions.iter().for_each(|a| summary.add(a));
                 sink(&diff, actions)?;
             }
         }
     }
     Ok(summary)
+}
+
+/// `--metadata`: a version whose content matches but whose headers, user metadata or tags
+/// differ becomes a copy (latest mode: recreating an old version would break the
+/// history's order); a copy candidate is HEADed for its checksum algorithm, which
+/// listings do not always carry.
+async fn compare_metadata(
+    source_client: &SourceClient,
+    dest_client: &DestClient,
+    source: &Location,
+    dest: &Location,
+    diff: &KeyDiff,
+    cfg: &PlanConfig,
+    action: &mut PlannedAction,
+) -> Result<(), Error> {
+    match action.action {
+        ActionKind::Skip
+            if cfg.mode == crate::plan::Mode::Latest
+                && !action.is_delete_marker
+                && !action.source_version_id.is_empty()
+                && !action.dest_version_id.is_empty() =>
+        {
+            let pair = crate::compare::Pair {
+                source_bucket: &source.bucket,
+                source_key: &action.key,
+                source_version_id: &action.source_version_id,
+                dest_bucket: &dest.bucket,
+                dest_key: &action.dest_key,
+                dest_version_id: &action.dest_version_id,
+            };
+            if let Some(why) = crate::compare::metadata_diff(source_client, dest_client, pair)
+                .await
+                .map_err(Error::S3)?
+            {
+                if let Some(v) = diff.source.iter().find(|v| v.version_id == action.source_version_id) {
+                    action.action = crate::plan::copy_kind(v, cfg);
+                    action.reason = format!("metadata differs: {why}");
+                }
+            }
+        }
+        ActionKind::Copy | ActionKind::MultipartCopy if action.checksum_algorithm.is_none() => {
+            let head = source_client
+                .head_version(&source.bucket, &action.key, &action.source_version_id, None)
+                .await
+                .map_err(Error::S3)?;
+            action.checksum_algorithm = head.checksum.map(|(algorithm, _)| algorithm);
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// HEADs an archived source version: a finished restore makes it copyable, an ongoing one

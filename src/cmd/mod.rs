@@ -21,9 +21,6 @@ pub fn plan_config(
     multipart_threshold_bytes: Option<u64>,
     now: jiff::Timestamp,
 ) -> Result<PlanConfig, crate::cli::CliError> {
-    if t.metadata {
-        return Err(crate::cli::CliError::NotImplemented("--metadata"));
-    }
     if t.exclude_from.is_some() {
         return Err(crate::cli::CliError::NotImplemented("--exclude-from"));
     }

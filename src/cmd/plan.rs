@@ -33,6 +33,8 @@ pub struct PlanCmdConfig {
     pub source_inventory: Option<PathBuf>,
     /// Destination inventory instead of a listing.
     pub dest_inventory: Option<PathBuf>,
+    /// `--metadata`: compare headers, metadata and tags of matching versions.
+    pub metadata: bool,
     /// Where the CSV goes.
     pub out: OutTarget,
     /// `--report-dir`.
@@ -58,6 +60,7 @@ impl PlanCmdConfig {
             dest_s3: args.conn.s3_config(Side::Dest, global),
             source_inventory: args.source_inventory,
             dest_inventory: args.dest_inventory,
+            metadata: args.target.metadata,
             out: out_target(args.out.as_deref()),
             report_dir: args.target.report_dir,
         })
@@ -126,6 +129,7 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
         &cfg.dest,
         cfg.list,
         &cfg.plan,
+        cfg.metadata,
         &evidence,
         |action| {
             progress.inc(1);

@@ -73,6 +73,8 @@ pub struct RestoreCmdConfig {
     pub command: &'static str,
     /// `drill --sample N`: restore the versions of N source keys picked at random.
     pub sample: Option<u64>,
+    /// `--metadata`: compare headers, metadata and tags of matching versions.
+    pub metadata: bool,
 }
 
 impl RestoreCmdConfig {
@@ -152,6 +154,7 @@ impl RestoreCmdConfig {
             replication_config: args.target.replication_config,
             command: "restore",
             sample: None,
+            metadata: args.target.metadata,
         })
     }
 }
@@ -524,6 +527,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
                         &cfg.dest,
                         cfg.list,
                         &cfg.plan,
+                        cfg.metadata,
                         &evidence,
                         |a| {
                             progress.inc(1);

@@ -221,54 +221,16 @@ async fn deep_check(
     let (sb, db) = (&cfg.source.bucket, &cfg.dest.bucket);
     let mut diffs = Vec::new();
     if cfg.metadata {
-        let (sh, dh) = tokio::try_join!(
-            source.head_version(sb, &action.key, &action.source_version_id, None),
-            dest.head_version(db, &action.dest_key, Some(dest_version_id))
-        )?;
-        let fields = [
-            ("Content-Type", &sh.content.content_type, &dh.content.content_type),
-            ("Cache-Control", &sh.content.cache_control, &dh.content.cache_control),
-            (
-                "Content-Disposition",
-                &sh.content.content_disposition,
-                &dh.content.content_disposition,
-            ),
-            (
-                "Content-Encoding",
-                &sh.content.content_encoding,
-                &dh.content.content_encoding,
-            ),
-            (
-                "Content-Language",
-                &sh.content.content_language,
-                &dh.content.content_language,
-            ),
-            ("Expires", &sh.content.expires, &dh.content.expires),
-            (
-                "Website-Redirect-Location",
-                &sh.content.website_redirect_location,
-                &dh.content.website_redirect_location,
-            ),
-        ];
-        for (name, s, d) in fields {
-            if s != d {
-                diffs.push(format!("{name} {d:?} in the primary, {s:?} in the replica"));
-            }
-        }
-        if sh.metadata != dh.metadata {
-            diffs.push(format!(
-                "user metadata {:?} in the primary, {:?} in the replica",
-                dh.metadata, sh.metadata
-            ));
-        }
-        let (mut st, mut dt) = tokio::try_join!(
-            source.get_tags(sb, &action.key, &action.source_version_id),
-            dest.get_tags(db, &action.dest_key, dest_version_id)
-        )?;
-        st.sort();
-        dt.sort();
-        if st != dt {
-            diffs.push(format!("tags {dt:?} in the primary, {st:?} in the replica"));
+        let pair = crate::compare::Pair {
+            source_bucket: sb,
+            source_key: &action.key,
+            source_version_id: &action.source_version_id,
+            dest_bucket: db,
+            dest_key: &action.dest_key,
+            dest_version_id,
+        };
+        if let Some(why) = crate::compare::metadata_diff(source, dest, pair).await? {
+            diffs.push(why);
         }
     }
     if cfg.deep {
@@ -421,6 +383,7 @@ pub async fn execute(cfg: &VerifyCmdConfig, ctx: &RunContext, dir: Option<&Repor
         &cfg.dest,
         cfg.list,
         &cfg.plan,
+        false,
         &evidence,
         |diff, actions| {
             if cfg
