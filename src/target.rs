@@ -211,14 +211,14 @@ async fn compare_metadata(
                 dest_key: &action.dest_key,
                 dest_version_id: &action.dest_version_id,
             };
-            if let Some(why) = crate::compare::metadata_diff(source_client, dest_client, pair)
+            let differs = crate::compare::metadata_diff(source_client, dest_client, pair)
                 .await
-                .map_err(Error::S3)?
+                .map_err(Error::S3)?;
+            if let Some(why) = differs
+                && let Some(v) = diff.source.iter().find(|v| v.version_id == action.source_version_id)
             {
-                if let Some(v) = diff.source.iter().find(|v| v.version_id == action.source_version_id) {
-                    action.action = crate::plan::copy_kind(v, cfg);
-                    action.reason = format!("metadata differs: {why}");
-                }
+                action.action = crate::plan::copy_kind(v, cfg);
+                action.reason = format!("metadata differs: {why}");
             }
         }
         ActionKind::Copy | ActionKind::MultipartCopy if action.checksum_algorithm.is_none() => {
