@@ -53,71 +53,61 @@ impl Engine {
     }
 
     pub(super) async fn copy(&self, action: &PlannedAction) -> ActionOutcome {
-        if let Some(since) = self.inner.cfg.resume_since
-            && let Some(found) = self.find_write(action, since, false).await
-        {
-            return done(found, 0, "found at the destination after an interrupted run");
+        if let Some(found) = self.found_after_interruption(action, false).await {
+            return found;
         }
         let attrs = match self.write_attributes(action).await {
             Ok(a) => a,
             Err(e) => return failed(&e),
         };
         let cfg = &self.inner.cfg;
-        let sent = Timestamp::now();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = {
-                let _slot = self.inner.limit.acquire().await;
-                self.inner
-                    .dest
-                    .copy_version(
-                        &cfg.source.bucket,
-                        &action.key,
-                        &action.source_version_id,
-                        &cfg.dest.bucket,
-                        &action.dest_key,
-                        &attrs,
-                    )
-                    .await
-            };
-            match result {
-                Ok(written) => {
-                    self.inner.limit.on_success();
-                    return done(written, attempt, "");
-                }
-                Err(e) => {
-                    let ambiguous = matches!(e.kind, S3ErrorKind::Timeout | S3ErrorKind::Transient);
-                    if !self.should_retry(&e, attempt).await {
-                        return ActionOutcome {
-                            attempts: attempt,
-                            ..failed(&e)
-                        };
-                    }
-                    // The copy may have gone through although its answer was lost: a
-                    // blind retry would make a second version (S3-NOTES 31).
-                    if ambiguous && let Some(found) = self.find_write(action, sent, false).await {
-                        return done(found, attempt, "");
-                    }
-                }
-            }
-        }
+        self.write_once(action, false, || {
+            self.inner.dest.copy_version(
+                &cfg.source.bucket,
+                &action.key,
+                &action.source_version_id,
+                &cfg.dest.bucket,
+                &action.dest_key,
+                &attrs,
+            )
+        })
+        .await
     }
 
     pub(super) async fn delete_marker(&self, action: &PlannedAction) -> ActionOutcome {
-        if let Some(since) = self.inner.cfg.resume_since
-            && let Some(found) = self.find_write(action, since, true).await
-        {
-            return done(found, 0, "found at the destination after an interrupted run");
+        if let Some(found) = self.found_after_interruption(action, true).await {
+            return found;
         }
         let bucket = &self.inner.cfg.dest.bucket;
+        self.write_once(action, true, || {
+            self.inner.dest.add_delete_marker(bucket, &action.dest_key)
+        })
+        .await
+    }
+
+    /// On resume: the write the interrupted run made for this action, if it made one.
+    async fn found_after_interruption(&self, action: &PlannedAction, marker: bool) -> Option<ActionOutcome> {
+        let since = self.inner.cfg.resume_since?;
+        let found = self.find_write(action, since, marker).await?;
+        Some(done(found, 0, "found at the destination after an interrupted run"))
+    }
+
+    /// Sends a write that makes a new version, retrying as the engine does, but never
+    /// blindly: after an answer was lost (timeout, broken connection, 5xx) the write may
+    /// have gone through, and a second one would make a second version (S3-NOTES 31), so
+    /// the destination is checked first.
+    async fn write_once<F, Fut>(&self, action: &PlannedAction, marker: bool, mut write: F) -> ActionOutcome
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Written, S3Error>>,
+    {
         let sent = Timestamp::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = {
                 let _slot = self.inner.limit.acquire().await;
-                self.inner.dest.add_delete_marker(bucket, &action.dest_key).await
+                write().await
             };
             match result {
                 Ok(written) => {
@@ -132,7 +122,7 @@ impl Engine {
                             ..failed(&e)
                         };
                     }
-                    if ambiguous && let Some(found) = self.find_write(action, sent, true).await {
+                    if ambiguous && let Some(found) = self.find_write(action, sent, marker).await {
                         return done(found, attempt, "");
                     }
                 }

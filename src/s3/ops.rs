@@ -160,6 +160,45 @@ const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
+/// Sets the attributes COPY directives do not carry (encryption, ACL grants, Object Lock)
+/// on a CopyObject or CreateMultipartUpload request: the two builders share the setters.
+macro_rules! with_write_attributes {
+    ($req:expr, $attrs:expr) => {{
+        let attrs: &WriteAttributes = $attrs;
+        let mut req = match &attrs.sse {
+            SseChoice::BucketDefault => $req,
+            SseChoice::Aes256 => $req.server_side_encryption(ServerSideEncryption::Aes256),
+            SseChoice::Kms(key) => $req
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(key.clone())
+                .bucket_key_enabled(true),
+        };
+        for (header, value) in grant_headers(&attrs.grants) {
+            req = match header {
+                "full" => req.grant_full_control(value),
+                "read" => req.grant_read(value),
+                "read_acp" => req.grant_read_acp(value),
+                _ => req.grant_write_acp(value),
+            };
+        }
+        if let Some(mode) = &attrs.lock.mode {
+            req = req.object_lock_mode(ObjectLockMode::from(mode.as_str()));
+        }
+        if let Some(t) = attrs.lock.retain_until {
+            req = req.object_lock_retain_until_date(sdk_time(t));
+        }
+        if let Some(on) = attrs.lock.legal_hold {
+            let status = if on {
+                ObjectLockLegalHoldStatus::On
+            } else {
+                ObjectLockLegalHoldStatus::Off
+            };
+            req = req.object_lock_legal_hold_status(status);
+        }
+        req
+    }};
+}
+
 /// The `x-amz-copy-source` value for one version.
 pub fn copy_source(bucket: &str, key: &str, version_id: &str) -> String {
     format!(
@@ -459,35 +498,7 @@ impl DestClient {
             .metadata_directive(MetadataDirective::Copy)
             .tagging_directive(TaggingDirective::Copy)
             .storage_class(StorageClass::from(attrs.storage_class.as_str()));
-        req = match &attrs.sse {
-            SseChoice::BucketDefault => req,
-            SseChoice::Aes256 => req.server_side_encryption(ServerSideEncryption::Aes256),
-            SseChoice::Kms(key) => req
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .set_ssekms_key_id(key.clone())
-                .bucket_key_enabled(true),
-        };
-        for (header, value) in grant_headers(&attrs.grants) {
-            req = match header {
-                "full" => req.grant_full_control(value),
-                "read" => req.grant_read(value),
-                "read_acp" => req.grant_read_acp(value),
-                _ => req.grant_write_acp(value),
-            };
-        }
-        if let Some(mode) = &attrs.lock.mode {
-            req = req.object_lock_mode(ObjectLockMode::from(mode.as_str()));
-        }
-        if let Some(t) = attrs.lock.retain_until {
-            req = req.object_lock_retain_until_date(sdk_time(t));
-        }
-        if let Some(on) = attrs.lock.legal_hold {
-            req = req.object_lock_legal_hold_status(if on {
-                ObjectLockLegalHoldStatus::On
-            } else {
-                ObjectLockLegalHoldStatus::Off
-            });
-        }
+        req = with_write_attributes!(req, attrs);
         let out = req.send().await.map_err(|e| {
             S3Error::from_sdk(&e, "CopyObject", dest_bucket, Some(dest_key)).at_endpoint(self.endpoint())
         })?;
@@ -548,35 +559,7 @@ impl DestClient {
         if let Some(algo) = &source.checksum_algorithm {
             req = req.checksum_algorithm(ChecksumAlgorithm::from(algo.as_str()));
         }
-        req = match &attrs.sse {
-            SseChoice::BucketDefault => req,
-            SseChoice::Aes256 => req.server_side_encryption(ServerSideEncryption::Aes256),
-            SseChoice::Kms(key) => req
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .set_ssekms_key_id(key.clone())
-                .bucket_key_enabled(true),
-        };
-        for (header, value) in grant_headers(&attrs.grants) {
-            req = match header {
-                "full" => req.grant_full_control(value),
-                "read" => req.grant_read(value),
-                "read_acp" => req.grant_read_acp(value),
-                _ => req.grant_write_acp(value),
-            };
-        }
-        if let Some(mode) = &attrs.lock.mode {
-            req = req.object_lock_mode(ObjectLockMode::from(mode.as_str()));
-        }
-        if let Some(t) = attrs.lock.retain_until {
-            req = req.object_lock_retain_until_date(sdk_time(t));
-        }
-        if let Some(on) = attrs.lock.legal_hold {
-            req = req.object_lock_legal_hold_status(if on {
-                ObjectLockLegalHoldStatus::On
-            } else {
-                ObjectLockLegalHoldStatus::Off
-            });
-        }
+        req = with_write_attributes!(req, attrs);
         let out = req.send().await.map_err(|e| {
             S3Error::from_sdk(&e, "CreateMultipartUpload", dest_bucket, Some(dest_key)).at_endpoint(self.endpoint())
         })?;
