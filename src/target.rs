@@ -145,12 +145,18 @@ where
             Reconciled::PrimaryOnly { .. } => summary.add_primary_only(),
             Reconciled::Key(diff) => {
                 let mut actions = plan_key(&diff, cfg, evidence);
+                // All-versions keeps history order: once a version stays archived (or
+                // pending), the later ones wait for it even where their own archive
+                // restore has finished.
+                let mut waiting = false;
                 for action in &mut actions {
                     if action.action == ActionKind::Archived
+                        && !waiting
                         && let Some(client) = source_client
                     {
                         resolve_archived(client, &source.bucket, &diff.source, cfg, action).await?;
                     }
+                    waiting |= matches!(action.action, ActionKind::Archived | ActionKind::Pending);
                     summary.add(action);
                 }
                 sink(&diff, actions)?;
@@ -169,21 +175,28 @@ async fn resolve_archived(
     cfg: &PlanConfig,
     action: &mut PlannedAction,
 ) -> Result<(), Error> {
+    // In all-versions the rows after an archived version wait for it and are `archived`
+    // too, delete markers and versions of other classes among them: only archived
+    // versions are HEADed (a HEAD of a delete marker fails with 405).
+    let Some(v) = versions
+        .iter()
+        .find(|v| v.version_id == action.source_version_id && v.is_archived())
+    else {
+        return Ok(());
+    };
     let head = client
         .head_version(bucket, &action.key, &action.source_version_id, None)
         .await
         .map_err(Error::S3)?;
     match head.restore.as_deref() {
         Some(r) if r.contains("ongoing-request=\"false\"") => {
-            if let Some(v) = versions.iter().find(|v| v.version_id == action.source_version_id) {
-                let mut copyable = v.clone();
-                copyable.storage_class = Some("STANDARD".to_owned());
-                action.action = crate::plan::copy_kind(&copyable, cfg);
-                action.reason = format!(
-                    "{} restored from archive",
-                    v.storage_class.as_deref().unwrap_or("archived")
-                );
-            }
+            let mut copyable = v.clone();
+            copyable.storage_class = Some("STANDARD".to_owned());
+            action.action = crate::plan::copy_kind(&copyable, cfg);
+            action.reason = format!(
+                "{} restored from archive",
+                v.storage_class.as_deref().unwrap_or("archived")
+            );
         }
         Some(r) if r.contains("ongoing-request=\"true\"") => {
             action.action = ActionKind::Pending;
