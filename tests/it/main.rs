@@ -1,5 +1,6 @@
 //! The integration tests: one binary (each `tests/*.rs` would link the SDK again), one
 //! module per feature, sharing `support`.
 
+mod plan;
 mod support;
 mod support_selftest;
