@@ -18,14 +18,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Location, NULL_VERSION_ID, VersionRecord};
+use crate::parts;
 use crate::reconcile::KeyDiff;
 
-/// CopyObject copies at most 5 GiB; larger sources need a multipart copy.
-pub const MAX_COPY_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
-/// The smallest part size restore chooses by default for a split source.
-pub const DEFAULT_PART_SIZE_BYTES: u64 = 64 * 1024 * 1024;
-/// S3's largest number of parts in a multipart upload.
-pub const MAX_PARTS: u64 = 10_000;
 /// How many conflict keys a [`PlanSummary`] keeps (it counts them all).
 pub const CONFLICT_KEYS_KEPT: usize = 1000;
 
@@ -229,10 +224,11 @@ impl Evidence for NoEvidence {
 pub fn copy_kind(version: &VersionRecord, cfg: &PlanConfig) -> ActionKind {
     if version.is_archived() {
         ActionKind::Archived
-    } else if version.is_multipart()
-        || version.size_bytes > MAX_COPY_OBJECT_BYTES
-        || cfg.multipart_threshold_bytes.is_some_and(|t| version.size_bytes > t)
-    {
+    } else if parts::needs_multipart(
+        version.size_bytes,
+        version.is_multipart(),
+        cfg.multipart_threshold_bytes,
+    ) {
         ActionKind::MultipartCopy
     } else {
         ActionKind::Copy
@@ -1063,10 +1059,11 @@ impl PlanSummary {
 /// The part size restore uses to split a single-part source of `size_bytes`: `--part-size`
 /// (default 64 MiB), raised so that no more than 10,000 parts are needed.
 pub fn part_size_for(size_bytes: u64, part_size_bytes: Option<u64>) -> u64 {
-    part_size_bytes
-        .unwrap_or(DEFAULT_PART_SIZE_BYTES)
-        .max(size_bytes.div_ceil(MAX_PARTS))
-        .max(1)
+    match part_size_bytes {
+        Some(p) => p.max(parts::min_part_size_for(size_bytes)),
+        None => parts::default_part_size(size_bytes),
+    }
+    .max(1)
 }
 
 /// The requests restore makes for one row: 1 for a copy or a delete marker, 3 plus 2 per
@@ -1100,6 +1097,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::parts::MAX_COPY_OBJECT_BYTES;
     use crate::reconcile::tests::{dm, rec};
     use crate::reconcile::{ReconcileConfig, Reconciled, reconcile};
 
