@@ -207,7 +207,10 @@ pub fn audit_key(
             continue;
         }
         let age = now.duration_since(p.last_modified);
-        let (status, detail) = if age.as_secs() as u64 > max_lag.as_secs() {
+        // Compared in full precision, not in whole seconds: a gap 2.5 s old is older than
+        // `--max-lag 2s`, and every gap is older than `--max-lag 0s`.
+        let older = Duration::try_from(age).is_ok_and(|age| age > max_lag);
+        let (status, detail) = if older {
             (
                 AuditStatus::Missing,
                 format!("not in the replica after {}", human_age(age.as_secs())),
@@ -737,6 +740,24 @@ mod tests {
         let mut direct = audit_key(&[], &[v("k", "x", 1, "e")], &Scope::Covered(&r), now, LAG, false).remove(0);
         resolve(&mut direct, None);
         assert_eq!(direct.status, AuditStatus::WrittenOnReplica);
+    }
+
+    #[test]
+    fn max_lag_is_compared_below_the_second() {
+        let r = rule(true);
+        let now = Timestamp::from_second(NOW).unwrap();
+        let cases = [
+            ("half a second old, --max-lag 0s", 500, Duration::ZERO, "missing"),
+            ("older than --max-lag by half a second", 900_500, LAG, "missing"),
+            ("exactly --max-lag old", 900_000, LAG, "lagging"),
+            ("younger than --max-lag", 899_500, LAG, "lagging"),
+        ];
+        for (name, age_ms, max_lag, want) in cases {
+            let mut gap = v("k", "a", 0, "e");
+            gap.last_modified = now.checked_sub(jiff::SignedDuration::from_millis(age_ms)).unwrap();
+            let got = audit_key(&[gap], &[], &Scope::Covered(&r), now, max_lag, false);
+            assert_eq!(statuses(&got), vec![("a", want, Side::Dest)], "{name}");
+        }
     }
 
     #[test]

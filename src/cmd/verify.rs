@@ -138,6 +138,13 @@ pub fn judge(diff: &KeyDiff, action: &PlannedAction, mode: Mode) -> Verdict {
             action.reason.clone(),
             &action.dest_version_id,
         ),
+        // In `all-versions` the row is one delete marker of the history, which the
+        // primary's history lacks, whatever its current state.
+        ActionKind::DeleteMarker if mode == Mode::AllVersions => verdict(
+            VerifyStatus::Missing,
+            "delete marker not in the primary's history".to_owned(),
+            "",
+        ),
         ActionKind::DeleteMarker => verdict(
             VerifyStatus::Unexpected,
             "present in the primary, absent in the target".to_owned(),

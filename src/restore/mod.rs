@@ -242,12 +242,18 @@ impl Engine {
 
     /// Executes every action `actions` yields; returns when all are done or the run was
     /// cancelled (actions not started then get no outcome).
+    ///
+    /// Keys run concurrently; the writes of one key run one after another, in the order
+    /// given: in `all-versions` a key's versions arrive oldest first and must land in that
+    /// order, or the primary's history comes out shuffled.
     pub async fn execute<I>(&self, actions: I)
     where
         I: IntoIterator<Item = (u64, PlannedAction)>,
     {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let max_tasks = self.inner.cfg.concurrency.max(1) * 2;
+        // The writes of the key being read; a plan holds each key's rows together.
+        let mut key_writes: Vec<(u64, PlannedAction)> = Vec::new();
         for (idx, action) in actions {
             if self.inner.cancel.is_cancelled() {
                 break;
@@ -257,16 +263,34 @@ impl Engine {
                 self.emit(idx, action, outcome).await;
                 continue;
             }
-            while tasks.len() >= max_tasks {
-                tasks.join_next().await;
+            if key_writes.first().is_some_and(|(_, a)| a.dest_key != action.dest_key) {
+                self.spawn_in_order(&mut tasks, max_tasks, std::mem::take(&mut key_writes))
+                    .await;
             }
-            let engine = self.clone();
-            tasks.spawn(async move {
-                let outcome = engine.run(idx, &action).await;
-                engine.emit(idx, action, outcome).await;
-            });
+            key_writes.push((idx, action));
+        }
+        if !key_writes.is_empty() && !self.inner.cancel.is_cancelled() {
+            self.spawn_in_order(&mut tasks, max_tasks, key_writes).await;
         }
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Spawns one task that runs `actions` one after another (stopping at cancellation),
+    /// once fewer than `max_tasks` tasks are running.
+    async fn spawn_in_order(&self, tasks: &mut JoinSet<()>, max_tasks: usize, actions: Vec<(u64, PlannedAction)>) {
+        while tasks.len() >= max_tasks {
+            tasks.join_next().await;
+        }
+        let engine = self.clone();
+        tasks.spawn(async move {
+            for (idx, action) in actions {
+                if engine.inner.cancel.is_cancelled() {
+                    break;
+                }
+                let outcome = engine.run(idx, &action).await;
+                engine.emit(idx, action, outcome).await;
+            }
+        });
     }
 
     async fn emit(&self, idx: u64, action: PlannedAction, outcome: ActionOutcome) {
