@@ -272,7 +272,7 @@ fn human_age(secs: i64) -> String {
 }
 
 /// The prefix a key is counted under in `unprotected_by_prefix`: up to and including its
-/// first `/`, or the key itself at the top level.
+/// first `/`, or the empty prefix for keys at the top level.
 fn top_prefix(key: &str) -> &str {
     match key.find('/') {
         Some(i) => &key[..=i],
