@@ -7,6 +7,7 @@ use std::fmt;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::retry::ErrorKind;
 
 /// The broad class of a failed request, which decides the message and whether to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +108,10 @@ impl S3Error {
                 } else if out.message.contains("credential") {
                     out.message = "no usable AWS credentials (looked in the environment, profiles, web identity, container and instance metadata): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile".to_owned();
                     S3ErrorKind::Credentials
-                } else if d.is_io() && !looks_unreachable(&out.message) {
+                } else if (d.is_io() || is_transient_other(d.as_other())) && !looks_unreachable(&out.message) {
+                    // A connection that closed before its answer was complete (hyper's
+                    // IncompleteMessage, which the SDK marks "other: transient") reached
+                    // the server: the request may even have been carried out.
                     S3ErrorKind::Transient
                 } else {
                     S3ErrorKind::Unreachable
@@ -192,6 +196,11 @@ fn classify(code: &str, status: Option<u16>) -> S3ErrorKind {
             _ => S3ErrorKind::Other,
         },
     }
+}
+
+/// Whether the SDK's hint on an unclassified connector error says a retry may work.
+fn is_transient_other(kind: Option<ErrorKind>) -> bool {
+    kind == Some(ErrorKind::TransientError)
 }
 
 fn looks_unreachable(message: &str) -> bool {
@@ -295,6 +304,38 @@ mod tests {
         ];
         for (code, status, kind) in cases {
             assert_eq!(classify(code, status), kind, "{code} {status:?}");
+        }
+    }
+
+    /// A connection closed before the answer was complete is worth a retry, not "cannot
+    /// reach the endpoint" (the SDK marks hyper's IncompleteMessage "other: transient").
+    #[test]
+    fn issue_7_connection_closed_before_the_answer_is_retried() {
+        use aws_sdk_s3::error::ConnectorError;
+        use aws_sdk_s3::operation::copy_object::CopyObjectError;
+        let cases = [
+            (
+                ConnectorError::other(
+                    "connection closed before message completed".into(),
+                    Some(ErrorKind::TransientError),
+                ),
+                S3ErrorKind::Transient,
+            ),
+            (
+                ConnectorError::io("connection reset by peer".into()),
+                S3ErrorKind::Transient,
+            ),
+            (
+                ConnectorError::io("Connection refused (os error 111)".into()),
+                S3ErrorKind::Unreachable,
+            ),
+            (ConnectorError::other("unknown".into(), None), S3ErrorKind::Unreachable),
+        ];
+        for (connector, kind) in cases {
+            let text = connector.to_string();
+            let err: SdkError<CopyObjectError, HttpResponse> = SdkError::dispatch_failure(connector);
+            let e = S3Error::from_sdk(&err, "CopyObject", "b", Some("k"));
+            assert_eq!(e.kind, kind, "{text}: {e}");
         }
     }
 }

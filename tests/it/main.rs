@@ -3,6 +3,7 @@
 
 mod peacetime;
 mod plan;
+mod reliability;
 mod restore;
 mod scan;
 mod support;

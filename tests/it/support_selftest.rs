@@ -683,6 +683,247 @@ async fn proxy_fault_hook_fails_delays_and_resets_chosen_requests() {
     assert_eq!((heads[1].status, heads[1].from_proxy), (Some(200), false));
 }
 
+/// Sends a raw GET through the proxy (moto checks no signature, but wants one present) and
+/// returns the response head and the body bytes that arrived before the connection closed.
+fn raw_get(endpoint: &str, path: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let host = endpoint.strip_prefix("http://").expect("http endpoint");
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to the proxy");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, \
+         SignedHeaders=host, Signature=0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    // The proxy closes the connection after the cut: read to the end (an error is an end too).
+    let _ = stream.read_to_end(&mut answer);
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    (head, answer[split + 4..].to_vec())
+}
+
+/// `Fault::TruncateBody(n)`: the server's status and headers, Content-Length included, and
+/// only the first n bytes of its body, then the connection closes; the client sees an
+/// incomplete answer (the SDK an error), the record says the proxy cut it, and a body no
+/// longer than n goes through whole.
+#[tokio::test]
+async fn proxy_cuts_response_bodies_short() {
+    let s3 = client(PRIMARY_REGION);
+    let bucket = unique_bucket("selftest-truncate");
+    create_bucket(&s3, &bucket, PRIMARY_REGION, &BucketOpts::default()).await;
+    let body: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    for key in ["big", "small"] {
+        let data = if key == "big" {
+            body.clone()
+        } else {
+            body[..40].to_vec()
+        };
+        s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(data.into())
+            .send()
+            .await
+            .expect("put");
+    }
+    let proxy = Proxy::start();
+    proxy.set_fault_hook(|r| match r.op {
+        S3Op::GetObject | S3Op::ListObjectVersions => Fault::TruncateBody(100),
+        _ => Fault::Forward,
+    });
+
+    let (head, got) = raw_get(&proxy.endpoint(), &format!("/{bucket}/big"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 1000"),
+        "the server's Content-Length: {head}"
+    );
+    assert_eq!(got, body[..100], "exactly the first 100 bytes, then the end");
+
+    let (head, got) = raw_get(&proxy.endpoint(), &format!("/{bucket}/small"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(got, body[..40], "a body shorter than the cut goes through whole");
+
+    // Through the SDK: the streamed GET body fails, and so does a listing (one attempt).
+    let once = client_with_retries(&proxy.endpoint(), PRIMARY_REGION, 1);
+    let get = once
+        .get_object()
+        .bucket(&bucket)
+        .key("big")
+        .send()
+        .await
+        .expect("head of the answer");
+    assert!(get.body.collect().await.is_err(), "a cut body is an error");
+    let listed = once.list_object_versions().bucket(&bucket).send().await;
+    assert!(listed.is_err(), "a cut listing is an error: {listed:?}");
+
+    let gets = proxy.requests_of(S3Op::GetObject);
+    assert_eq!(gets.len(), 3);
+    assert!(
+        gets.iter().all(|r| r.status == Some(200) && r.from_proxy),
+        "the server answered 200, the proxy cut it: {gets:#?}"
+    );
+    let lists = proxy.requests_of(S3Op::ListObjectVersions);
+    assert_eq!(
+        (lists.len(), lists[0].status, lists[0].from_proxy),
+        (1, Some(200), true)
+    );
+
+    // Without the hook the same requests go through whole.
+    proxy.clear_fault_hook();
+    let get = once.get_object().bucket(&bucket).key("big").send().await.expect("get");
+    assert_eq!(get.body.collect().await.expect("whole body").into_bytes(), body);
+}
+
+/// `Fault::Delay` holds a request before the server sees it, and drops it unsent when the
+/// client gives up; `Fault::DelayResponse` lets the server do the work and holds the answer:
+/// the client times out although the write happened.
+#[tokio::test]
+async fn proxy_delays_before_or_after_forwarding() {
+    let proxy = Proxy::start();
+    let bucket = unique_bucket("selftest-delays");
+    create_bucket(&client(PRIMARY_REGION), &bucket, PRIMARY_REGION, &BucketOpts::default()).await;
+    proxy.set_fault_hook(|r| match r.key.as_deref() {
+        Some("before") => Fault::Delay(Duration::from_secs(2)),
+        Some("after") => Fault::DelayResponse(Duration::from_secs(2)),
+        _ => Fault::Forward,
+    });
+    let http = aws_smithy_http_client::Builder::new().build_http();
+    let impatient = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(PRIMARY_REGION))
+        .endpoint_url(proxy.endpoint())
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "selftest",
+        ))
+        .http_client(http)
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .read_timeout(Duration::from_millis(500))
+                .build(),
+        )
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(1))
+        .build();
+    let impatient = aws_sdk_s3::Client::from_conf(impatient);
+    for key in ["before", "after"] {
+        let started = Instant::now();
+        let put = impatient
+            .put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(b"x".to_vec().into())
+            .send()
+            .await;
+        assert!(put.is_err(), "{key}: the client gives up");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{key}: {:?}",
+            started.elapsed()
+        );
+    }
+    // Longer than both delays: a dropped request would have landed by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let keys: Vec<String> = list_all_versions(&client(PRIMARY_REGION), &bucket, "")
+        .await
+        .into_iter()
+        .map(|v| v.key)
+        .collect();
+    assert_eq!(
+        keys,
+        ["after"],
+        "only the request forwarded before the wait reached the server"
+    );
+}
+
+/// moto lists every multipart upload as initiated at the same fixed moment in 2010; the
+/// proxy can report when each upload it saw created was initiated, as S3 does, also for an
+/// upload whose CreateMultipartUpload answer the client never got.
+#[tokio::test]
+async fn proxy_reports_when_uploads_were_initiated() {
+    let proxy = Proxy::start();
+    let bucket = unique_bucket("selftest-initiated");
+    let direct = client(PRIMARY_REGION);
+    create_bucket(&direct, &bucket, PRIMARY_REGION, &BucketOpts::default()).await;
+    let old = direct
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("before")
+        .send()
+        .await
+        .expect("create");
+    proxy.emulate_upload_initiated(&bucket);
+    proxy.set_fault_hook(|r| match r.key.as_deref() {
+        Some("lost") => Fault::ForwardThenReset,
+        _ => Fault::Forward,
+    });
+    let s3 = client_with_retries(&proxy.endpoint(), PRIMARY_REGION, 1);
+    let started = jiff::Timestamp::now();
+    let new = s3
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("new")
+        .send()
+        .await
+        .expect("create");
+    assert!(
+        s3.create_multipart_upload()
+            .bucket(&bucket)
+            .key("lost")
+            .send()
+            .await
+            .is_err()
+    );
+    let initiated = |list: &aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsOutput| {
+        list.uploads()
+            .iter()
+            .map(|u| {
+                let t = u.initiated().expect("Initiated");
+                (u.key().unwrap().to_owned(), jiff::Timestamp::new(t.secs(), 0).unwrap())
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let moto = initiated(
+        &direct
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("list"),
+    );
+    assert_eq!(moto.len(), 3);
+    assert!(
+        moto.values().all(|t| t.to_string() == "2010-11-10T20:48:33Z"),
+        "{moto:?}"
+    );
+    let proxied = initiated(&s3.list_multipart_uploads().bucket(&bucket).send().await.expect("list"));
+    let recent = |t: &jiff::Timestamp| {
+        *t >= started.checked_sub(jiff::SignedDuration::from_secs(1)).unwrap() && *t <= jiff::Timestamp::now()
+    };
+    assert!(recent(&proxied["new"]) && recent(&proxied["lost"]), "{proxied:?}");
+    assert_eq!(
+        proxied["before"], moto["before"],
+        "an upload the proxy did not see keeps moto's time"
+    );
+    for (key, upload) in [("before", old.upload_id()), ("new", new.upload_id())] {
+        direct
+            .abort_multipart_upload()
+            .bucket(&bucket)
+            .key(key)
+            .upload_id(upload.unwrap())
+            .send()
+            .await
+            .expect("abort");
+    }
+}
+
 #[tokio::test]
 async fn proxy_fakes_wrong_region_redirects_and_adds_lock_checksum_header() {
     let proxy = Proxy::start();

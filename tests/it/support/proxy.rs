@@ -2,14 +2,15 @@
 //!
 //! The tool under test gets the proxy's endpoint; the proxy records every request (method,
 //! bucket, decoded key, raw query, selected headers, the S3 operation and the answer),
-//! and on request answers SlowDown above K requests in flight, fails, delays or resets
-//! chosen requests, fakes S3's wrong-region redirect, adds the header moto wants on
+//! and on request answers SlowDown above K requests in flight, fails, delays (before or
+//! after forwarding) or resets chosen requests, cuts their response bodies short, fakes S3's wrong-region redirect, adds the header moto wants on
 //! copies into an Object Lock bucket, or gives HEAD with `partNumber` the object's
 //! metadata as S3 does. It runs on a runtime thread of its own, so sync and
 //! async tests can use it alike. Assertions stay in the tests.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -326,7 +327,7 @@ pub struct RecordedRequest {
     /// dropped instead.
     pub status: Option<u16>,
     /// Whether the proxy itself answered (throttle, fault, redirect, reset) instead of the
-    /// server.
+    /// server, or passed the server's answer on cut short ([`Fault::TruncateBody`]).
     pub from_proxy: bool,
 }
 
@@ -403,13 +404,23 @@ pub enum Fault {
         /// Response body (use [`s3_error_xml`]).
         body: String,
     },
-    /// Wait this long, then go on as [`Fault::Forward`].
+    /// Wait this long, then go on as [`Fault::Forward`]. A client that gives up meanwhile
+    /// closes its connection, and the request is dropped unsent: the server never sees it.
     Delay(Duration),
+    /// Forward, let the server answer, then hold its answer this long before passing it on:
+    /// a client that gives up meanwhile never learns that the server did the work (the
+    /// timeout flavour of [`Fault::ForwardThenReset`]).
+    DelayResponse(Duration),
     /// Close the connection without an answer; the server never sees the request.
     ResetConnection,
     /// Forward, let the server finish, then close the connection without an answer: the
     /// write happened but the client cannot know (S3-NOTES 31).
     ForwardThenReset,
+    /// Forward, pass on the server's status and headers (its Content-Length included) and
+    /// only the first N bytes of its body, then close the connection: a response body cut
+    /// short. The server did the work; the client gets an incomplete answer. A body of N
+    /// bytes or fewer (a HEAD's, an empty one) goes through whole.
+    TruncateBody(usize),
 }
 
 impl Fault {
@@ -454,6 +465,7 @@ struct Settings {
     checksum_header: HashSet<(String, S3Op)>,
     bucket_regions: HashMap<String, String>,
     part_head_metadata: HashSet<String>,
+    upload_initiated: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -469,6 +481,8 @@ struct Shared {
     in_flight: AtomicUsize,
     forwarded_in_flight: AtomicUsize,
     max_forwarded_in_flight: AtomicUsize,
+    /// Upload id → when the proxy saw CreateMultipartUpload answered, as S3 writes it.
+    upload_initiated: Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -527,6 +541,12 @@ impl Drop for InFlight {
 struct GuardedBody {
     inner: ProxyBody,
     _guard: Option<InFlight>,
+    /// [`Fault::TruncateBody`]: the bytes still to pass on before the body is cut.
+    truncate_left: Option<usize>,
+    /// The body was cut: once this timer fires the next poll fails, which closes the
+    /// connection. hyper sends what it buffered (the head and the first N bytes) only when
+    /// the body has nothing ready, and drops the buffer on an error: the pause lets it flush.
+    cut: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Body for GuardedBody {
@@ -534,11 +554,46 @@ impl Body for GuardedBody {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let Some(left) = this.truncate_left else {
+            return Pin::new(&mut this.inner).poll_frame(cx);
+        };
+        if let Some(pause) = this.cut.as_mut() {
+            std::task::ready!(pause.as_mut().poll(cx));
+            // An error makes hyper close the connection short of the Content-Length it sent.
+            return Poll::Ready(Some(Err("response body cut short by the test proxy".into())));
+        }
+        let start_cut = |this: &mut Self, cx: &mut Context<'_>| {
+            let mut pause = Box::pin(tokio::time::sleep(Duration::from_millis(20)));
+            // Registers the waker; the timer has just started.
+            let _ = pause.as_mut().poll(cx);
+            this.cut = Some(pause);
+        };
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                // Exactly N bytes sent and more to come: cut here.
+                Ok(_) if left == 0 => {
+                    start_cut(this, cx);
+                    Poll::Pending
+                }
+                Ok(mut data) => {
+                    if data.len() > left {
+                        data.truncate(left);
+                        start_cut(this, cx);
+                        this.truncate_left = Some(0);
+                    } else {
+                        this.truncate_left = Some(left - data.len());
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.cut.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -699,6 +754,16 @@ impl Proxy {
         self.shared.settings().part_head_metadata.insert(bucket.to_owned());
     }
 
+    /// Makes ListMultipartUploads on `bucket` report when each upload was initiated, as S3
+    /// does: moto 5.1.22 answers the same fixed `Initiated` (2010-11-10T20:48:33.000Z) for
+    /// every upload, so a tool that aborts only the uploads started since its run began
+    /// finds none on moto. The proxy notes the time it sees each CreateMultipartUpload
+    /// answered (before any fault that hides the answer from the client) and writes it into
+    /// the listing.
+    pub fn emulate_upload_initiated(&self, bucket: &str) {
+        self.shared.settings().upload_initiated.insert(bucket.to_owned());
+    }
+
     /// Makes `bucket` live in `region`: requests for it signed for another region get S3's
     /// 301 PermanentRedirect with `x-amz-bucket-region` (moto never answers that itself).
     pub fn set_bucket_region(&self, bucket: &str, region: &str) {
@@ -829,6 +894,8 @@ fn respond_here(status: u16, body: String, head: bool) -> Response<GuardedBody> 
     let mut response = Response::new(GuardedBody {
         inner: body,
         _guard: None,
+        truncate_left: None,
+        cut: None,
     });
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response
@@ -862,7 +929,7 @@ async fn handle(
     let head = req.method() == Method::HEAD;
     let (mut guard, _) = InFlight::enter(&shared);
 
-    let (redirect, hook, add_checksum, part_head) = {
+    let (redirect, hook, add_checksum, part_head, upload_times) = {
         let settings = shared.settings();
         let redirect = recorded.bucket.as_ref().and_then(|b| {
             let region = settings.bucket_regions.get(b)?;
@@ -879,7 +946,12 @@ async fn handle(
                 .bucket
                 .as_ref()
                 .is_some_and(|b| settings.part_head_metadata.contains(b));
-        (redirect, settings.hook.clone(), add_checksum, part_head)
+        let upload_times = matches!(recorded.op, S3Op::CreateMultipartUpload | S3Op::ListMultipartUploads)
+            && recorded
+                .bucket
+                .as_ref()
+                .is_some_and(|b| settings.upload_initiated.contains(b));
+        (redirect, settings.hook.clone(), add_checksum, part_head, upload_times)
     };
 
     if let Some(region) = redirect {
@@ -911,10 +983,20 @@ async fn handle(
     }
 
     let fault = hook.map(|h| h(&recorded)).unwrap_or(Fault::Forward);
+    let mut truncate_after = None;
+    let mut delay_response = None;
     let reset_after = match fault {
         Fault::Forward => false,
         Fault::Delay(d) => {
             tokio::time::sleep(d).await;
+            false
+        }
+        Fault::TruncateBody(n) => {
+            truncate_after = Some(n);
+            false
+        }
+        Fault::DelayResponse(d) => {
+            delay_response = Some(d);
             false
         }
         Fault::Respond { status, body } => {
@@ -951,13 +1033,43 @@ async fn handle(
         .body(body.map_err(BoxError::from).boxed())
         .map_err(|e| format!("forward request: {e}"))?;
     guard.forwarding();
-    let response = match client.request(forward).await {
+    let exchange = {
+        let (client, shared, op) = (client.clone(), shared.clone(), recorded.op);
+        async move {
+            let response = client
+                .request(forward)
+                .await
+                .map_err(|e| BoxError::from(format!("upstream request failed: {e}")))?
+                .map(|b| b.map_err(BoxError::from).boxed());
+            // Before any fault that hides the answer: an upload the client never hears of
+            // exists all the same, and was initiated now.
+            if upload_times && response.status().is_success() {
+                rewrite_upload_times(response, op, &shared).await
+            } else {
+                Ok(response)
+            }
+        }
+    };
+    let result = if upload_times {
+        // Runs to its end even when the client gives up first (a slow server, a timeout):
+        // the server creates the upload all the same, and its time must be known.
+        tokio::spawn(exchange)
+            .await
+            .unwrap_or_else(|e| Err(format!("upstream task: {e}").into()))
+    } else {
+        exchange.await
+    };
+    let response = match result {
         Ok(r) => r,
         Err(e) => {
             shared.finish(seq, None, true);
-            return Err(format!("upstream request failed: {e}").into());
+            return Err(e);
         }
     };
+    if let Some(d) = delay_response {
+        // The server has answered (moto answers once the work is done); the client waits.
+        tokio::time::sleep(d).await;
+    }
     if reset_after {
         // Let the server finish its answer, then drop it and the connection.
         let _ = response.into_body().collect().await;
@@ -993,13 +1105,69 @@ async fn handle(
             }
         }
     }
-    shared.finish(seq, Some(status), false);
+    // A cut body counts as the proxy's answer: the server's was not passed on whole.
+    shared.finish(seq, Some(status), truncate_after.is_some());
     Ok(Response::from_parts(
         parts,
         GuardedBody {
-            inner: body.map_err(BoxError::from).boxed(),
+            inner: body,
             _guard: Some(guard),
+            truncate_left: truncate_after,
+            cut: None,
         },
+    ))
+}
+
+/// The text between the first `<tag>` and `</tag>` of `xml`, with where it starts and ends.
+fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<(usize, usize, &'a str)> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some((start, end, &xml[start..end]))
+}
+
+/// [`Proxy::emulate_upload_initiated`]: notes the upload id a CreateMultipartUpload answer
+/// holds with the time now, or writes the noted times into a ListMultipartUploads answer.
+async fn rewrite_upload_times(
+    response: Response<ProxyBody>,
+    op: S3Op,
+    shared: &Shared,
+) -> Result<Response<ProxyBody>, BoxError> {
+    let (mut parts, body) = response.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    let mut xml = String::from_utf8_lossy(&bytes).into_owned();
+    let mut times = shared.upload_initiated.lock().unwrap_or_else(|e| e.into_inner());
+    if op == S3Op::CreateMultipartUpload {
+        if let Some((_, _, id)) = xml_text(&xml, "UploadId") {
+            let now = jiff::Timestamp::now();
+            let stamp = format!("{}.{:03}Z", now.strftime("%Y-%m-%dT%H:%M:%S"), now.subsec_millisecond());
+            times.insert(id.to_owned(), stamp);
+        }
+    } else {
+        let mut out = String::with_capacity(xml.len());
+        let mut rest = xml.as_str();
+        while let Some(at) = rest.find("<Upload>") {
+            let end = rest[at..].find("</Upload>").map_or(rest.len(), |e| at + e);
+            let (before, upload, after) = (&rest[..at], &rest[at..end], &rest[end..]);
+            out.push_str(before);
+            let time = xml_text(upload, "UploadId").and_then(|(_, _, id)| times.get(id));
+            match (time, xml_text(upload, "Initiated")) {
+                (Some(time), Some((start, stop, _))) => {
+                    out.push_str(&upload[..start]);
+                    out.push_str(time);
+                    out.push_str(&upload[stop..]);
+                }
+                _ => out.push_str(upload),
+            }
+            rest = after;
+        }
+        out.push_str(rest);
+        xml = out;
+    }
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    Ok(Response::from_parts(
+        parts,
+        Full::new(Bytes::from(xml)).map_err(|e: Infallible| match e {}).boxed(),
     ))
 }
 
