@@ -67,9 +67,10 @@ impl Engine {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = {
-                let _slot = self.inner.limit.acquire().await;
-                self.inner
+            let (result, epoch) = {
+                let slot = self.inner.limit.acquire().await;
+                let result = self
+                    .inner
                     .dest
                     .copy_version(
                         &cfg.source.bucket,
@@ -79,7 +80,8 @@ impl Engine {
                         &action.dest_key,
                         &attrs,
                     )
-                    .await
+                    .await;
+                (result, slot.epoch())
             };
             match result {
                 Ok(written) => {
@@ -88,7 +90,7 @@ impl Engine {
                 }
                 Err(e) => {
                     let ambiguous = matches!(e.kind, S3ErrorKind::Timeout | S3ErrorKind::Transient);
-                    if !self.should_retry(&e, attempt).await {
+                    if !self.should_retry(&e, attempt, epoch).await {
                         return ActionOutcome {
                             attempts: attempt,
                             ..failed(&e)
@@ -115,9 +117,10 @@ impl Engine {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = {
-                let _slot = self.inner.limit.acquire().await;
-                self.inner.dest.add_delete_marker(bucket, &action.dest_key).await
+            let (result, epoch) = {
+                let slot = self.inner.limit.acquire().await;
+                let result = self.inner.dest.add_delete_marker(bucket, &action.dest_key).await;
+                (result, slot.epoch())
             };
             match result {
                 Ok(written) => {
@@ -126,7 +129,7 @@ impl Engine {
                 }
                 Err(e) => {
                     let ambiguous = matches!(e.kind, S3ErrorKind::Timeout | S3ErrorKind::Transient);
-                    if !self.should_retry(&e, attempt).await {
+                    if !self.should_retry(&e, attempt, epoch).await {
                         return ActionOutcome {
                             attempts: attempt,
                             ..failed(&e)
