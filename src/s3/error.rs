@@ -7,6 +7,7 @@ use std::fmt;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::retry::ErrorKind;
 
 /// The broad class of a failed request, which decides the message and whether to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +108,12 @@ impl S3Error {
                 } else if out.message.contains("credential") {
                     out.message = "no usable AWS credentials (looked in the environment, profiles, web identity, container and instance metadata): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile".to_owned();
                     S3ErrorKind::Credentials
-                } else if d.is_io() && !looks_unreachable(&out.message) {
+                } else if (d.is_io() || d.as_other() == Some(ErrorKind::TransientError))
+                    && !looks_unreachable(&out.message)
+                {
+                    // A connection dropped before the whole answer came (hyper's
+                    // IncompleteMessage, which the SDK marks transient): the request may
+                    // have been carried out, so it is neither a setup problem nor final.
                     S3ErrorKind::Transient
                 } else {
                     S3ErrorKind::Unreachable
@@ -295,6 +301,46 @@ mod tests {
         ];
         for (code, status, kind) in cases {
             assert_eq!(classify(code, status), kind, "{code} {status:?}");
+        }
+    }
+
+    #[test]
+    fn classifies_dispatch_failures() {
+        use aws_sdk_s3::operation::copy_object::CopyObjectError;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        type Make = fn(&'static str) -> ConnectorError;
+        let cases: [(Make, &str, S3ErrorKind); 5] = [
+            // What hyper's IncompleteMessage becomes: the answer to a sent request was lost.
+            (
+                |m| ConnectorError::other(m.into(), Some(ErrorKind::TransientError)),
+                "connection closed before message completed",
+                S3ErrorKind::Transient,
+            ),
+            (
+                |m| ConnectorError::io(m.into()),
+                "connection reset by peer",
+                S3ErrorKind::Transient,
+            ),
+            (
+                |m| ConnectorError::io(m.into()),
+                "Connection refused (os error 111)",
+                S3ErrorKind::Unreachable,
+            ),
+            (
+                |m| ConnectorError::other(m.into(), None),
+                "dns error: failed to lookup address",
+                S3ErrorKind::Unreachable,
+            ),
+            (
+                |m| ConnectorError::other(m.into(), None),
+                "something unrecognised",
+                S3ErrorKind::Unreachable,
+            ),
+        ];
+        for (make, message, kind) in cases {
+            let err: SdkError<CopyObjectError, HttpResponse> = SdkError::dispatch_failure(make(message));
+            let got = S3Error::from_sdk(&err, "CopyObject", "b", Some("k"));
+            assert_eq!(got.kind, kind, "{message}: {got}");
         }
     }
 }
