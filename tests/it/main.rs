@@ -2,5 +2,6 @@
 //! module per feature, sharing `support`.
 
 mod restore;
+mod resume;
 mod support;
 mod support_selftest;
