@@ -336,7 +336,11 @@ impl Engine {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, S3Error>>,
     {
-        let max_attempts = if WRITE_CLIENT_OPERATIONS.contains(&what) { self.inner.cfg.max_attempts } else { 2 };
+        let max_attempts = if WRITE_CLIENT_OPERATIONS.contains(&what) {
+            self.inner.cfg.max_attempts
+        } else {
+            2
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
