@@ -1,13 +1,13 @@
 //! Additive-increase, multiplicative-decrease limit on requests in flight.
 //!
 //! Every request a restore sends (copies, parts, HEADs) holds one [`Slot`]; S3's 503
-//! SlowDown halves the limit (at most once per cool-down), and each limit's worth of
-//! successes raises it by one, up to `--concurrency` (S3-NOTES 23).
+//! SlowDown halves the limit, once per round: only a request sent at the current limit
+//! (after the last decrease) can lower it again. Each limit's worth of successes raises
+//! it by one, up to `--concurrency` (S3-NOTES 23).
 
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -25,7 +25,8 @@ struct State {
     limit: usize,
     max: usize,
     successes: usize,
-    last_decrease: Option<Instant>,
+    /// Decreases so far: a slot taken in an earlier epoch was sent at a higher limit.
+    epoch: u64,
     min_seen: usize,
     max_seen: usize,
     throttled: u64,
@@ -49,6 +50,14 @@ pub struct LimitStats {
 pub struct Slot {
     permit: Option<OwnedSemaphorePermit>,
     owner: Arc<Aimd>,
+    epoch: u64,
+}
+
+impl Slot {
+    /// The limit's epoch when the slot was taken; give it to [`Aimd::on_throttle`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
 }
 
 impl Drop for Slot {
@@ -66,10 +75,6 @@ impl Drop for Slot {
     }
 }
 
-/// How long after a decrease the next one may come: throttling answers to requests sent
-/// before the decrease must not halve the limit again.
-const COOL_DOWN: Duration = Duration::from_millis(500);
-
 impl Aimd {
     /// A limit starting at `initial`, never above `max`.
     pub fn new(initial: usize, max: usize) -> Arc<Self> {
@@ -82,7 +87,7 @@ impl Aimd {
                 limit: initial,
                 max,
                 successes: 0,
-                last_decrease: None,
+                epoch: 0,
                 min_seen: initial,
                 max_seen: initial,
                 throttled: 0,
@@ -96,6 +101,7 @@ impl Aimd {
         Slot {
             permit,
             owner: self.clone(),
+            epoch: self.lock().epoch,
         }
     }
 
@@ -122,16 +128,18 @@ impl Aimd {
         }
     }
 
-    /// Counts a throttled answer; halves the limit unless it did so moments ago.
-    pub fn on_throttle(&self) {
+    /// Counts a throttled answer to a request sent in `epoch` (its [`Slot::epoch`]); halves
+    /// the limit unless the request was sent before the last decrease. Answers to requests
+    /// sent at the old limit say nothing about the new one; a request sent at the new limit
+    /// and throttled says it is still too high, however soon after the decrease.
+    pub fn on_throttle(&self, epoch: u64) {
         let mut s = self.lock();
         s.throttled += 1;
         s.successes = 0;
-        let now = Instant::now();
-        if s.last_decrease.is_some_and(|t| now.duration_since(t) < COOL_DOWN) || s.limit == 1 {
+        if epoch < s.epoch || s.limit == 1 {
             return;
         }
-        s.last_decrease = Some(now);
+        s.epoch += 1;
         let new = (s.limit / 2).max(1);
         let cut = s.limit - new;
         s.limit = new;
@@ -174,11 +182,14 @@ mod tests {
     #[tokio::test]
     async fn halves_on_throttle_and_climbs_back() {
         let a = Aimd::new(16, 16);
-        a.on_throttle();
+        let before = a.acquire().await;
+        let also_before = a.acquire().await;
+        a.on_throttle(before.epoch());
         assert_eq!(a.limit(), 8);
-        // A second throttle inside the cool-down does not halve again.
-        a.on_throttle();
+        // A throttle of a request sent before the decrease does not halve again.
+        a.on_throttle(also_before.epoch());
         assert_eq!(a.limit(), 8);
+        drop((before, also_before));
         for _ in 0..8 {
             a.on_success();
         }
@@ -188,10 +199,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_sent_after_a_decrease_can_halve_again_at_once() {
+        let a = Aimd::new(16, 16);
+        let first = a.acquire().await;
+        a.on_throttle(first.epoch());
+        drop(first);
+        let after = a.acquire().await;
+        a.on_throttle(after.epoch());
+        assert_eq!(a.limit(), 4);
+        let s = a.stats();
+        assert_eq!((s.min, s.last, s.throttled), (4, 4, 2));
+    }
+
+    #[tokio::test]
     async fn in_flight_never_exceeds_the_limit_after_a_decrease() {
         let a = Aimd::new(4, 4);
         let held: Vec<Slot> = futures::future::join_all((0..4).map(|_| a.acquire())).await;
-        a.on_throttle();
+        a.on_throttle(held[0].epoch());
         assert_eq!(a.limit(), 2);
         drop(held);
         // Two permits were retired as the slots came back: only two can be held now.
@@ -204,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn never_below_one() {
         let a = Aimd::new(1, 8);
-        a.on_throttle();
+        a.on_throttle(0);
         assert_eq!(a.limit(), 1);
         let _slot = a.acquire().await;
     }

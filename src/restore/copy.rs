@@ -105,9 +105,10 @@ impl Engine {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = {
-                let _slot = self.inner.limit.acquire().await;
-                write().await
+            let (result, epoch) = {
+                let slot = self.inner.limit.acquire().await;
+                let result = write().await;
+                (result, slot.epoch())
             };
             match result {
                 Ok(written) => {
@@ -116,7 +117,7 @@ impl Engine {
                 }
                 Err(e) => {
                     let ambiguous = matches!(e.kind, S3ErrorKind::Timeout | S3ErrorKind::Transient);
-                    if !self.should_retry(&e, attempt).await {
+                    if !self.should_retry(&e, attempt, epoch).await {
                         return ActionOutcome {
                             attempts: attempt,
                             ..failed(&e)

@@ -368,9 +368,9 @@ impl Engine {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = {
-                let _slot = self.inner.limit.acquire().await;
-                f().await
+            let (result, epoch) = {
+                let slot = self.inner.limit.acquire().await;
+                (f().await, slot.epoch())
             };
             match result {
                 Ok(v) => {
@@ -380,11 +380,11 @@ impl Engine {
                 Err(e) => {
                     if attempt >= max_attempts {
                         if e.kind == S3ErrorKind::Throttled {
-                            self.inner.limit.on_throttle();
+                            self.inner.limit.on_throttle(epoch);
                         }
                         return (Err(e), attempt);
                     }
-                    if !self.should_retry(&e, attempt).await {
+                    if !self.should_retry(&e, attempt, epoch).await {
                         return (Err(e), attempt);
                     }
                 }
@@ -392,11 +392,11 @@ impl Engine {
         }
     }
 
-    /// Tells the limit about a failure and, for a retryable one with attempts left, waits
-    /// the backoff. `false`: give up.
-    async fn should_retry(&self, e: &S3Error, attempt: u32) -> bool {
+    /// Tells the limit about a failure of a request sent in `epoch` (its slot's) and, for a
+    /// retryable one with attempts left, waits the backoff. `false`: give up.
+    async fn should_retry(&self, e: &S3Error, attempt: u32, epoch: u64) -> bool {
         if e.kind == S3ErrorKind::Throttled {
-            self.inner.limit.on_throttle();
+            self.inner.limit.on_throttle(epoch);
         }
         if !e.is_retryable() || attempt >= self.inner.cfg.max_attempts || self.inner.cancel.is_cancelled() {
             return false;

@@ -251,10 +251,12 @@ impl Engine {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = {
-                let _slot = self.inner.limit.acquire().await;
-                dest.complete_multipart(&cfg.dest.bucket, &action.dest_key, upload_id, &parts)
-                    .await
+            let (result, epoch) = {
+                let slot = self.inner.limit.acquire().await;
+                let result = dest
+                    .complete_multipart(&cfg.dest.bucket, &action.dest_key, upload_id, &parts)
+                    .await;
+                (result, slot.epoch())
             };
             match result {
                 Ok(w) => {
@@ -271,7 +273,7 @@ impl Engine {
                     if ambiguous && let Some(found) = self.find_write(action, sent, false).await {
                         return Ok((found, attempt));
                     }
-                    if !self.should_retry(&e, attempt).await {
+                    if !self.should_retry(&e, attempt, epoch).await {
                         return Err(e);
                     }
                 }

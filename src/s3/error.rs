@@ -108,10 +108,12 @@ impl S3Error {
                 } else if out.message.contains("credential") {
                     out.message = "no usable AWS credentials (looked in the environment, profiles, web identity, container and instance metadata): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile".to_owned();
                     S3ErrorKind::Credentials
-                } else if (d.is_io() || is_transient_other(d.as_other())) && !looks_unreachable(&out.message) {
-                    // A connection that closed before its answer was complete (hyper's
-                    // IncompleteMessage, which the SDK marks "other: transient") reached
-                    // the server: the request may even have been carried out.
+                } else if (d.is_io() || d.as_other() == Some(ErrorKind::TransientError))
+                    && !looks_unreachable(&out.message)
+                {
+                    // A connection dropped before the whole answer came (hyper's
+                    // IncompleteMessage, which the SDK marks transient): the request may
+                    // have been carried out, so it is neither a setup problem nor final.
                     S3ErrorKind::Transient
                 } else {
                     S3ErrorKind::Unreachable
@@ -196,11 +198,6 @@ fn classify(code: &str, status: Option<u16>) -> S3ErrorKind {
             _ => S3ErrorKind::Other,
         },
     }
-}
-
-/// Whether the SDK's hint on an unclassified connector error says a retry may work.
-fn is_transient_other(kind: Option<ErrorKind>) -> bool {
-    kind == Some(ErrorKind::TransientError)
 }
 
 fn looks_unreachable(message: &str) -> bool {
@@ -307,35 +304,43 @@ mod tests {
         }
     }
 
-    /// A connection closed before the answer was complete is worth a retry, not "cannot
-    /// reach the endpoint" (the SDK marks hyper's IncompleteMessage "other: transient").
     #[test]
-    fn issue_7_connection_closed_before_the_answer_is_retried() {
-        use aws_sdk_s3::error::ConnectorError;
+    fn classifies_dispatch_failures() {
         use aws_sdk_s3::operation::copy_object::CopyObjectError;
-        let cases = [
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        type Make = fn(&'static str) -> ConnectorError;
+        let cases: [(Make, &str, S3ErrorKind); 5] = [
+            // What hyper's IncompleteMessage becomes: the answer to a sent request was lost.
             (
-                ConnectorError::other(
-                    "connection closed before message completed".into(),
-                    Some(ErrorKind::TransientError),
-                ),
+                |m| ConnectorError::other(m.into(), Some(ErrorKind::TransientError)),
+                "connection closed before message completed",
                 S3ErrorKind::Transient,
             ),
             (
-                ConnectorError::io("connection reset by peer".into()),
+                |m| ConnectorError::io(m.into()),
+                "connection reset by peer",
                 S3ErrorKind::Transient,
             ),
             (
-                ConnectorError::io("Connection refused (os error 111)".into()),
+                |m| ConnectorError::io(m.into()),
+                "Connection refused (os error 111)",
                 S3ErrorKind::Unreachable,
             ),
-            (ConnectorError::other("unknown".into(), None), S3ErrorKind::Unreachable),
+            (
+                |m| ConnectorError::other(m.into(), None),
+                "dns error: failed to lookup address",
+                S3ErrorKind::Unreachable,
+            ),
+            (
+                |m| ConnectorError::other(m.into(), None),
+                "something unrecognised",
+                S3ErrorKind::Unreachable,
+            ),
         ];
-        for (connector, kind) in cases {
-            let text = connector.to_string();
-            let err: SdkError<CopyObjectError, HttpResponse> = SdkError::dispatch_failure(connector);
-            let e = S3Error::from_sdk(&err, "CopyObject", "b", Some("k"));
-            assert_eq!(e.kind, kind, "{text}: {e}");
+        for (make, message, kind) in cases {
+            let err: SdkError<CopyObjectError, HttpResponse> = SdkError::dispatch_failure(make(message));
+            let got = S3Error::from_sdk(&err, "CopyObject", "b", Some("k"));
+            assert_eq!(got.kind, kind, "{message}: {got}");
         }
     }
 }

@@ -5,6 +5,7 @@ mod peacetime;
 mod plan;
 mod reliability;
 mod restore;
+mod resume;
 mod scan;
 mod support;
 mod support_selftest;
