@@ -653,6 +653,9 @@ async fn verify_reads_the_restore_journal_from_its_working_directory() {
     sc.put("split/big", ObjectSpec::random(12_000))
         .put("plain", ObjectSpec::random(100));
     let seeded = sc.seed().await;
+    // Last-Modified has one-second resolution (S3-NOTES 38): the copy must land in a later
+    // second than the replica's version for "newer" to hold elsewhere.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let proxy = Proxy::start();
     let dirs = Dirs::new();
     let out = restore(

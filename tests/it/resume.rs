@@ -577,6 +577,10 @@ async fn kill_9_with_multipart_uploads_open_then_resume_leaves_none() {
     let before = primary_listing(&seeded).await;
 
     let proxy = Proxy::start();
+    // moto lists every upload as started in 2010 (S3-NOTES 38 quirk): the proxy writes the
+    // real start time into ListMultipartUploads, as S3 reports it, so that the uploads the
+    // killed run started but had not journaled yet are found as its own.
+    proxy.emulate_upload_initiated(&seeded.primary.name);
     proxy.set_fault_hook(|r| match r.op {
         S3Op::UploadPartCopy if r.query_param("partNumber").as_deref() != Some("1") => {
             Fault::Delay(Duration::from_secs(3))
