@@ -499,10 +499,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
             );
             let file = std::fs::File::open(state.plan_path())
                 .map_err(|e| Error::State(format!("cannot open {}: {e}", state.plan_path().display())))?;
-            let actions = read_plan(file, &state.plan_path().display().to_string(), &cfg.source, &cfg.dest)
-                .map_err(|e| Error::Plan(e.to_string()))?;
-            let mut summary = PlanSummary::new(cfg.part_size);
-            actions.iter().for_each(|a| summary.add(a));
+            let (actions, summary) = read_plan_file(file, &state.plan_path(), cfg)?;
             (actions, summary, Some(run.clone()))
         }
         None => {
@@ -510,11 +507,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
                 Some(path) => {
                     let file = std::fs::File::open(path)
                         .map_err(|e| Error::Config(format!("cannot open plan {}: {e}", path.display())))?;
-                    let actions = read_plan(file, &path.display().to_string(), &cfg.source, &cfg.dest)
-                        .map_err(|e| Error::Plan(e.to_string()))?;
-                    let mut summary = PlanSummary::new(cfg.part_size);
-                    actions.iter().for_each(|a| summary.add(a));
-                    (actions, summary)
+                    read_plan_file(file, path, cfg)?
                 }
                 None => {
                     let evidence = Copied(state.copied_evidence().map_err(state_error)?);
@@ -763,6 +756,26 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
     })
 }
 
+/// Reads a plan file (the state's, or `--plan`) checked against the run's locations, with
+/// its totals.
+fn read_plan_file(
+    file: std::fs::File,
+    path: &std::path::Path,
+    cfg: &RestoreCmdConfig,
+) -> Result<(Vec<PlannedAction>, PlanSummary), Error> {
+    let actions =
+        read_plan(file, &path.display().to_string(), &cfg.source, &cfg.dest).map_err(|e| Error::Plan(e.to_string()))?;
+    let summary = summarize(&actions, cfg.part_size);
+    Ok((actions, summary))
+}
+
+/// The totals of a list of actions.
+fn summarize(actions: &[PlannedAction], part_size: Option<u64>) -> PlanSummary {
+    let mut summary = PlanSummary::new(part_size);
+    actions.iter().for_each(|a| summary.add(a));
+    summary
+}
+
 /// Keeps the actions of `n` source keys picked at random (every version of a picked key,
 /// so that `all-versions` keeps its order).
 fn sample_keys(
@@ -783,8 +796,7 @@ fn sample_keys(
     let picked: std::collections::HashSet<String> =
         keys.into_iter().take(n as usize).map(|(_, k)| k.to_owned()).collect();
     let kept: Vec<PlannedAction> = actions.into_iter().filter(|a| picked.contains(&a.key)).collect();
-    let mut summary = PlanSummary::new(part_size);
-    kept.iter().for_each(|a| summary.add(a));
+    let mut summary = summarize(&kept, part_size);
     summary.primary_only = full.primary_only;
     (kept, summary)
 }
