@@ -24,7 +24,7 @@ use crate::progress::Progress;
 use crate::reconcile::{ReconcileConfig, Reconciled, reconcile};
 use crate::report::{CsvReport, ReportDir, Summary, human_bytes};
 use crate::rules::{ReplicationConfig, Rule};
-use crate::s3::{DestClient, ListConfig, ReplicationRead, S3Config, SourceClient};
+use crate::s3::{DestClient, ListConfig, S3Config, SourceClient};
 
 /// An audit finding: the fixed words of DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -199,10 +199,7 @@ pub fn audit_key(
             && let Scope::Covered(rule) = scope
             && !rule.delete_marker_replication
         {
-            let detail = format!(
-                "deleted in the primary; rule {} does not replicate delete markers",
-                rule.id.as_deref().unwrap_or("(no id)")
-            );
+            let detail = crate::plan::unreplicated_delete_reason(rule);
             out.push(finding(p, Side::Dest, AuditStatus::DeleteNotReplicated, scope, detail));
             continue;
         }
@@ -278,6 +275,40 @@ fn top_prefix(key: &str) -> &str {
         Some(i) => &key[..=i],
         None => "",
     }
+}
+
+/// Reads the keys an audit report (`audit.csv`) lists as `delete-not-replicated`, for
+/// `--exclude-from`: only those, whatever else the report lists.
+///
+/// # Errors
+/// The file cannot be read, lacks the `key` or `status` column, or a row does not parse
+/// (the message names the file and the line).
+pub fn read_exclusions(path: &std::path::Path) -> Result<crate::plan::Exclusions, String> {
+    let name = path.display().to_string();
+    let mut reader = csv::ReaderBuilder::new()
+        .from_path(path)
+        .map_err(|e| format!("cannot read {name}: {e}"))?;
+    let header = reader.headers().map_err(|e| format!("{name}: {e}"))?.clone();
+    let column = |want: &str| {
+        header
+            .iter()
+            .position(|h| h.trim_start_matches('\u{feff}') == want)
+            .ok_or_else(|| format!("{name} is not an audit report: it has no `{want}` column"))
+    };
+    let (key, status) = (column("key")?, column("status")?);
+    let mut keys = std::collections::HashSet::new();
+    for row in reader.records() {
+        let row = row.map_err(|e| match e.position() {
+            Some(p) => format!("{name}: line {}: {e}", p.line()),
+            None => format!("{name}: {e}"),
+        })?;
+        if row.get(status) == Some(AuditStatus::DeleteNotReplicated.as_str())
+            && let Some(k) = row.get(key)
+        {
+            keys.insert(k.to_owned());
+        }
+    }
+    Ok(crate::plan::Exclusions { keys, origin: name })
 }
 
 /// A validated `audit`.
@@ -366,32 +397,15 @@ pub async fn run(cfg: AuditConfig, ctx: &RunContext) -> Result<Outcome, Error> {
         .await
         .map_err(Error::Setup)?;
 
-    let (rules, rules_note): (Option<ReplicationConfig>, serde_json::Value) = match &cfg.replication_config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-            let rules = crate::rules::parse_json(&text, &path.display().to_string())
-                .map_err(|e| Error::Config(e.to_string()))?;
-            (
-                Some(rules),
-                serde_json::json!({"source": format!("file {}", path.display())}),
-            )
-        }
-        None => match primary.replication_rules(&cfg.primary.bucket).await {
-            ReplicationRead::Rules(r) => (Some(r), serde_json::json!({"source": "GetBucketReplication"})),
-            ReplicationRead::None => {
-                warn!(bucket = %cfg.primary.bucket, "the primary has no replication configuration: nothing replicates new writes; comparing versions only");
-                (
-                    None,
-                    serde_json::json!({"source": "none", "detail": "the primary has no replication configuration"}),
-                )
-            }
-            ReplicationRead::Unreadable(why) => {
-                warn!(bucket = %cfg.primary.bucket, reason = %why, "cannot read the primary's replication rules; comparing versions only");
-                (None, serde_json::json!({"source": "unreadable", "detail": why}))
-            }
-        },
-    };
+    let read = crate::cmd::load_rules(
+        cfg.replication_config.as_deref(),
+        Some((&primary, cfg.primary.bucket.as_str())),
+    )
+    .await?;
+    let (rules, rules_note): (Option<ReplicationConfig>, serde_json::Value) = (read.config, read.note);
+    if let Some(why) = &read.missing {
+        warn!(bucket = %cfg.primary.bucket, "{why}; comparing versions only");
+    }
     let replica_bucket = cfg.replica.bucket.clone();
     let mut rules_note = rules_note;
     if let Some(r) = &rules
@@ -764,5 +778,35 @@ mod tests {
     fn prefixes() {
         assert_eq!(top_prefix("logs/2026/x"), "logs/");
         assert_eq!(top_prefix("top"), "");
+    }
+
+    #[test]
+    fn exclusions_are_exactly_the_delete_not_replicated_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.csv");
+        std::fs::write(
+            &path,
+            "\u{feff}key,version_id,status,side,last_modified,size,etag,replication_status,rule_id,detail\n\
+             gone,v1,delete-not-replicated,primary,2026-01-01T00:00:00Z,,,,r,x\n\
+             \"with, comma\",v2,delete-not-replicated,primary,2026-01-01T00:00:00Z,,,,r,x\n\
+             kept,v3,missing,primary,2026-01-01T00:00:00Z,3,e,,r,x\n\
+             other,v4,written-on-replica,replica,2026-01-01T00:00:00Z,3,e,,r,x\n\
+             DELETE,v5,delete-not-replicated-ish,primary,2026-01-01T00:00:00Z,,,,r,x\n",
+        )
+        .unwrap();
+        let ex = read_exclusions(&path).unwrap();
+        let mut keys: Vec<&str> = ex.keys.iter().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["gone", "with, comma"]);
+        assert_eq!(ex.origin, path.display().to_string());
+
+        std::fs::write(&path, "key,version_id\nk,v\n").unwrap();
+        let err = read_exclusions(&path).unwrap_err();
+        assert!(err.contains("no `status` column"), "{err}");
+        std::fs::write(&path, "key,status\nk,delete-not-replicated\nbad\n").unwrap();
+        let err = read_exclusions(&path).unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        let err = read_exclusions(&dir.path().join("absent.csv")).unwrap_err();
+        assert!(err.starts_with("cannot read"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ pub mod drill;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod impact;
 pub mod inventory;
 pub mod model;
 pub mod parts;

@@ -13,6 +13,7 @@
 use std::fmt;
 use std::io;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Location, NULL_VERSION_ID, VersionRecord};
 use crate::parts;
 use crate::reconcile::KeyDiff;
+use crate::rules::ReplicaRules;
 
 /// How many conflict keys a [`PlanSummary`] keeps (it counts them all).
 pub const CONFLICT_KEYS_KEPT: usize = 1000;
@@ -91,6 +93,40 @@ pub struct PlanConfig {
     pub overwrite_newer: bool,
     /// `--multipart-threshold`: split single-part sources larger than this.
     pub multipart_threshold_bytes: Option<u64>,
+    /// The primary's replication rules towards the replica, where known: a primary delete
+    /// marker that a rule never replicated is a conflict that names the rule.
+    pub rules: Option<Arc<ReplicaRules>>,
+    /// `--exclude-from`: the keys to leave alone.
+    pub exclude: Option<Arc<Exclusions>>,
+}
+
+/// Primary keys an audit report lists as `delete-not-replicated` (`--exclude-from`): the
+/// primary deleted them and the replica never learnt it, so a failback leaves them alone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Exclusions {
+    /// The primary (dest) keys.
+    pub keys: std::collections::HashSet<String>,
+    /// The report they came from, for the plan's reason.
+    pub origin: String,
+}
+
+/// How an excluded row's reason starts.
+pub const EXCLUDED: &str = "excluded: deleted in the primary";
+
+/// How a row's reason ends when `plan --metadata` read a replication status other than
+/// `REPLICA` on the source version: it was written on the replica and exists nowhere else.
+pub const WRITTEN_ON_REPLICA: &str = "written on the replica during the outage (no REPLICA status)";
+
+/// How the reason of a primary delete marker that a rule never replicated starts.
+pub const UNREPLICATED_DELETE: &str = "deleted in the primary; rule ";
+
+/// The reason for a primary delete marker that `rule` never replicated (`plan` and
+/// `audit` say it the same way).
+pub fn unreplicated_delete_reason(rule: &crate::rules::Rule) -> String {
+    format!(
+        "{UNREPLICATED_DELETE}{} does not replicate delete markers",
+        crate::rules::rule_name(rule)
+    )
 }
 
 /// What restore does for one plan row: the fixed words of DESIGN.md.
@@ -239,10 +275,20 @@ pub fn copy_kind(version: &VersionRecord, cfg: &PlanConfig) -> ActionKind {
 /// (or a single `conflict` row).
 pub fn plan_key(diff: &KeyDiff, cfg: &PlanConfig, evidence: &dyn Evidence) -> Vec<PlannedAction> {
     let planner = Planner { diff, cfg, evidence };
-    match cfg.mode {
+    let mut rows = match cfg.mode {
         Mode::Latest => vec![planner.latest()],
         Mode::AllVersions => planner.all_versions(),
+    };
+    if let Some(ex) = &cfg.exclude
+        && ex.keys.contains(&diff.dest_key)
+    {
+        // Still one row per source version, so the report accounts for each; none writes.
+        for row in &mut rows {
+            row.action = ActionKind::Skip;
+            row.reason = format!("{EXCLUDED} (delete-not-replicated in {})", ex.origin);
+        }
     }
+    rows
 }
 
 /// Where a source version stands in `all-versions` planning.
@@ -316,6 +362,20 @@ impl<'a> Planner<'a> {
                 || self.journal_says(s, d)
         });
         linked.map_or(d.last_modified, |s| s.last_modified)
+    }
+
+    /// Why a newer primary delete marker wins: the rule that never replicated it, where
+    /// the rules are known, else `otherwise`.
+    fn newer_delete_reason(&self, otherwise: &str) -> String {
+        match self
+            .cfg
+            .rules
+            .as_deref()
+            .and_then(|r| r.unreplicated_deletes(&self.diff.dest_key))
+        {
+            Some(rule) => unreplicated_delete_reason(rule),
+            None => otherwise.to_owned(),
+        }
     }
 
     /// Whether dest version `d` is newer than the source state written at `reference`;
@@ -412,9 +472,9 @@ impl<'a> Planner<'a> {
             }
             if self.is_newer(d, Some(t.last_modified)) {
                 let why = if d.is_delete_marker {
-                    "primary delete marker is newer than the replica version"
+                    self.newer_delete_reason("primary delete marker is newer than the replica version")
                 } else {
-                    "primary version is newer and differs"
+                    "primary version is newer and differs".to_owned()
                 };
                 if !self.cfg.overwrite_newer {
                     return self.row(ActionKind::Conflict, t, current, why);
@@ -518,20 +578,20 @@ impl<'a> Planner<'a> {
             && self.is_newer(d, last.map(|v| v.last_modified))
         {
             let why = match (d.is_delete_marker, last) {
-                (true, _) => "primary delete marker is newer than the replica's history",
-                (false, Some(_)) => "primary version is newer and differs",
-                (false, None) => "primary has a version and the replica had none at --as-of",
+                (true, _) => self.newer_delete_reason("primary delete marker is newer than the replica's history"),
+                (false, Some(_)) => "primary version is newer and differs".to_owned(),
+                (false, None) => "primary has a version and the replica had none at --as-of".to_owned(),
             };
             if !self.cfg.overwrite_newer {
                 let row = match last {
-                    Some(s) => self.row(ActionKind::Conflict, s, current, why),
-                    None => self.absent_row(ActionKind::Conflict, None, current, why),
+                    Some(s) => self.row(ActionKind::Conflict, s, current, why.as_str()),
+                    None => self.absent_row(ActionKind::Conflict, None, current, why.as_str()),
                 };
                 return vec![row];
             }
             note = Some(why);
         }
-        let with_note = |reason: &str| match note {
+        let with_note = |reason: &str| match &note {
             Some(why) => format!("{reason}; {why}; {OVERWRITTEN}"),
             None => reason.to_owned(),
         };
@@ -1018,6 +1078,16 @@ pub struct PlanSummary {
     pub conflict_keys: Vec<String>,
     /// Keys only the dest has.
     pub primary_only: u64,
+    /// Keys whose primary delete marker a rule never replicated, kept deleted (conflicts).
+    pub unreplicated_deletes_kept: u64,
+    /// The same keys brought back by a write under `--overwrite-newer`.
+    pub unreplicated_deletes_undone: u64,
+    last_unreplicated_key: Option<String>,
+    /// Rows `--exclude-from` turned into skips.
+    pub excluded: u64,
+    /// Copies of versions written on the replica during the outage (objects, bytes), where
+    /// `--metadata` read their replication status.
+    pub written_on_replica: KindTotals,
     /// `--part-size`, if given.
     pub part_size_bytes: Option<u64>,
 }
@@ -1042,6 +1112,25 @@ impl PlanSummary {
             if self.conflict_keys.len() < CONFLICT_KEYS_KEPT {
                 self.conflict_keys.push(action.key.clone());
             }
+        }
+        // The reason says it (so a plan read back from its file counts the same).
+        // All-versions rows carry the note after their own reason (`--overwrite-newer`);
+        // a key's rows arrive together, so each key counts once.
+        if action.reason.contains(UNREPLICATED_DELETE) {
+            if self.last_unreplicated_key.as_deref() != Some(action.key.as_str()) {
+                if action.action == ActionKind::Conflict {
+                    self.unreplicated_deletes_kept += 1;
+                } else {
+                    self.unreplicated_deletes_undone += 1;
+                }
+                self.last_unreplicated_key = Some(action.key.clone());
+            }
+        } else if action.reason.starts_with(EXCLUDED) {
+            self.excluded += 1;
+        }
+        if action.action.writes() && action.reason.ends_with(WRITTEN_ON_REPLICA) {
+            self.written_on_replica.objects += 1;
+            self.written_on_replica.bytes += action.size_bytes.unwrap_or(0);
         }
     }
 
@@ -1324,6 +1413,182 @@ mod tests {
             ),
             stale_copy,
         ]);
+    }
+
+    /// Rules towards bucket `replica`: `logs/` replicates delete markers, `k` (the test
+    /// key) does not, and a tag-filtered rule covers `tagged/` objects.
+    fn rules_for_deletes() -> Arc<ReplicaRules> {
+        use crate::rules::{Destination, Filter, ReplicationConfig, Rule, RuleStatus};
+        let rule = |id: &str, priority: i32, filter: Filter, dm: bool| Rule {
+            id: Some(id.to_owned()),
+            priority: Some(priority),
+            status: RuleStatus::Enabled,
+            filter,
+            legacy_prefix: None,
+            destination: Destination {
+                bucket_arn: "arn:aws:s3:::replica".to_owned(),
+                account: None,
+                storage_class: None,
+                owner_override: false,
+                replica_kms_key_id: None,
+            },
+            delete_marker_replication: dm,
+            replicate_sse_kms: false,
+        };
+        Arc::new(ReplicaRules::new(
+            ReplicationConfig {
+                role: None,
+                rules: vec![
+                    rule("keys", 1, Filter::Prefix("k".into()), false),
+                    rule("logs", 2, Filter::Prefix("logs/".into()), true),
+                    rule("tagged", 3, Filter::Tag("keep".into(), "yes".into()), false),
+                ],
+            },
+            "replica",
+        ))
+    }
+
+    #[test]
+    fn unreplicated_primary_deletes_name_their_rule() {
+        let with_rules = |cfg: PlanConfig| PlanConfig {
+            rules: Some(rules_for_deletes()),
+            ..cfg
+        };
+        let overwrite = PlanConfig {
+            overwrite_newer: true,
+            ..latest()
+        };
+        let reason = "deleted in the primary; rule keys does not replicate delete markers";
+        let overwritten =
+            "deleted in the primary; rule keys does not replicate delete markers; overwritten (--overwrite-newer)";
+        let history_overwritten = "missing from primary's history; deleted in the primary; rule keys does not replicate delete markers; overwritten (--overwrite-newer)";
+        check(vec![
+            case(
+                "latest: the rule is named",
+                vec![v("s1", 1, 0)],
+                vec![v("s1", 1, 0), d("d2", 3)],
+                with_rules(latest()),
+                vec![(Conflict, "s1", "d2", reason)],
+            ),
+            case(
+                "latest: only --overwrite-newer brings it back",
+                vec![v("s1", 1, 0)],
+                vec![v("s1", 1, 0), d("d2", 3)],
+                with_rules(overwrite.clone()),
+                vec![(Copy, "s1", "d2", overwritten)],
+            ),
+            case(
+                "all-versions: the rule is named",
+                vec![v("s1", 1, 0), v("s2", 2, 1)],
+                vec![v("s1", 1, 0), d("d2", 3)],
+                with_rules(all_versions()),
+                vec![(Conflict, "s2", "d2", reason)],
+            ),
+            case(
+                "all-versions under --overwrite-newer",
+                vec![v("s1", 1, 0), v("s2", 2, 1)],
+                vec![v("s1", 1, 0), d("d2", 3)],
+                with_rules(PlanConfig {
+                    overwrite_newer: true,
+                    ..all_versions()
+                }),
+                vec![(Skip, "s1", "s1", "identical"), (Copy, "s2", "", history_overwritten)],
+            ),
+            case(
+                "an older primary delete marker is no conflict",
+                vec![v("s1", 1, 0), v("s2", 5, 1)],
+                vec![v("s1", 1, 0), d("d2", 3)],
+                with_rules(latest()),
+                vec![(Copy, "s2", "d2", "primary's current version is a delete marker")],
+            ),
+        ]);
+
+        // The summary counts keys, once each, kept or undone.
+        let mut summary = PlanSummary::new(None);
+        for cfg in [with_rules(latest()), with_rules(overwrite)] {
+            for row in plan_key(&diff(&[v("s1", 1, 0)], &[v("s1", 1, 0), d("d2", 3)]), &cfg, &NoEvidence) {
+                summary.add(&row);
+            }
+        }
+        assert_eq!(
+            (summary.unreplicated_deletes_kept, summary.unreplicated_deletes_undone),
+            (1, 0),
+            "the same key twice in a row counts once"
+        );
+        let mut summary = PlanSummary::new(None);
+        let rows = plan_key(
+            &diff(&[v("s1", 1, 0), v("s2", 2, 1)], &[v("s1", 1, 0), d("d2", 3)]),
+            &with_rules(PlanConfig {
+                overwrite_newer: true,
+                ..all_versions()
+            }),
+            &NoEvidence,
+        );
+        rows.iter().for_each(|r| summary.add(r));
+        assert_eq!(
+            (summary.unreplicated_deletes_kept, summary.unreplicated_deletes_undone),
+            (0, 1)
+        );
+    }
+
+    #[test]
+    fn which_rule_leaves_a_delete_marker_unreplicated() {
+        let rules = rules_for_deletes();
+        let name = |key: &str| rules.unreplicated_deletes(key).and_then(|r| r.id.clone());
+        // (key, rule named)
+        let cases = [
+            ("k", Some("keys")),
+            ("logs/a", None),
+            // Only the tag-filtered rule covers it: delete markers never replicate there.
+            ("tagged/x", Some("tagged")),
+        ];
+        for (key, want) in cases {
+            assert_eq!(name(key).as_deref(), want, "{key}");
+        }
+        let none_covers = ReplicaRules::new(
+            crate::rules::ReplicationConfig {
+                role: None,
+                rules: rules.config.rules[1..2].to_vec(),
+            },
+            "replica",
+        );
+        assert!(
+            none_covers.unreplicated_deletes("k").is_none(),
+            "unprotected, not a delete finding"
+        );
+    }
+
+    #[test]
+    fn excluded_keys_are_skipped_row_by_row() {
+        let exclude = |keys: &[&str]| PlanConfig {
+            exclude: Some(Arc::new(Exclusions {
+                keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+                origin: "audit.csv".into(),
+            })),
+            ..all_versions()
+        };
+        let why = "excluded: deleted in the primary (delete-not-replicated in audit.csv)";
+        check(vec![
+            case(
+                "every row of an excluded key is a skip",
+                vec![v("s1", 1, 0), v("s2", 2, 1)],
+                vec![],
+                exclude(&["k"]),
+                vec![(Skip, "s1", "", why), (Skip, "s2", "", why)],
+            ),
+            case(
+                "other keys are planned as ever",
+                vec![v("s1", 1, 0)],
+                vec![],
+                exclude(&["other", "k/"]),
+                vec![(Copy, "s1", "", "missing from primary's history")],
+            ),
+        ]);
+        let mut summary = PlanSummary::new(None);
+        for row in plan_key(&diff(&[v("s1", 1, 0)], &[]), &exclude(&["k"]), &NoEvidence) {
+            summary.add(&row);
+        }
+        assert_eq!((summary.excluded, summary.totals(Copy).objects), (1, 0));
     }
 
     #[test]
@@ -2300,14 +2565,20 @@ mod tests {
             prop::bool::weighted(0.25),
             prop::bool::weighted(0.25),
             prop::option::of(Just(101u64)),
+            // Rules change reasons only, never what is written.
+            prop::bool::weighted(0.5),
         )
-            .prop_map(|(all, as_of, no_deletes, overwrite_newer, threshold)| PlanConfig {
-                mode: if all { Mode::AllVersions } else { Mode::Latest },
-                as_of: as_of.map(ts),
-                no_deletes,
-                overwrite_newer,
-                multipart_threshold_bytes: threshold,
-            })
+            .prop_map(
+                |(all, as_of, no_deletes, overwrite_newer, threshold, rules)| PlanConfig {
+                    mode: if all { Mode::AllVersions } else { Mode::Latest },
+                    as_of: as_of.map(ts),
+                    no_deletes,
+                    overwrite_newer,
+                    multipart_threshold_bytes: threshold,
+                    rules: rules.then(rules_for_deletes),
+                    exclude: None,
+                },
+            )
     }
 
     proptest! {

@@ -222,6 +222,80 @@ pub fn needs_tags(config: &ReplicationConfig, replica_bucket: &str) -> bool {
     rules_towards(config, replica_bucket).any(|rule| rule.is_enabled() && rule.filter.uses_tags())
 }
 
+/// A primary's rules as they bear on one replica bucket: what `plan` and `restore` ask of
+/// them about a key. Tags are not known at planning time (a request per object), so the
+/// questions here match with no tags: a tag-filtered rule counts only where said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRules {
+    /// The primary's replication configuration.
+    pub config: ReplicationConfig,
+    /// The replica bucket rules must target to count.
+    pub replica_bucket: String,
+}
+
+impl ReplicaRules {
+    /// The rules of `config` towards `replica_bucket`.
+    pub fn new(config: ReplicationConfig, replica_bucket: impl Into<String>) -> Self {
+        ReplicaRules {
+            config,
+            replica_bucket: replica_bucket.into(),
+        }
+    }
+
+    /// The enabled rule that replicates `key` (an object without tags) to the replica.
+    pub fn covering(&self, key: &str) -> Option<&Rule> {
+        in_scope(&self.config, &self.replica_bucket, key, &[])
+    }
+
+    /// Whether any enabled rule towards the replica exists.
+    pub fn any_enabled(&self) -> bool {
+        rules_towards(&self.config, &self.replica_bucket).any(Rule::is_enabled)
+    }
+
+    /// The rule under which a delete marker on `key` in the primary never reaches the
+    /// replica, if one does: the covering rule when it does not replicate delete markers,
+    /// or, where only a tag-filtered rule would cover the key's objects, that rule (a
+    /// delete marker has no tags, and S3 does not replicate delete markers under
+    /// tag-filtered rules at all). `None` where delete markers replicate, or where no rule
+    /// covers the key (then nothing of it replicates, which audit reports as
+    /// `unprotected`).
+    pub fn unreplicated_deletes(&self, key: &str) -> Option<&Rule> {
+        if let Some(rule) = self.covering(key) {
+            return (!rule.delete_marker_replication).then_some(rule);
+        }
+        let mut best: Option<&Rule> = None;
+        for rule in rules_towards(&self.config, &self.replica_bucket) {
+            let prefix_covers = match &rule.filter {
+                Filter::Tag(..) => true,
+                Filter::And { prefix, tags } if !tags.is_empty() => {
+                    prefix.as_deref().is_none_or(|p| key.starts_with(p))
+                }
+                _ => false,
+            };
+            if rule.is_enabled() && prefix_covers && best.is_none_or(|b| rule.priority > b.priority) {
+                best = Some(rule);
+            }
+        }
+        best
+    }
+
+    /// The covering rule, where it set a destination storage class for the replicas.
+    pub fn sets_storage_class(&self, key: &str) -> Option<&Rule> {
+        self.covering(key).filter(|r| r.destination.storage_class.is_some())
+    }
+
+    /// The covering rule, where it handed the replicas to the replica bucket's owner
+    /// (`AccessControlTranslation`): the replica's ACLs are then not the primary's.
+    pub fn overrides_owner(&self, key: &str) -> Option<&Rule> {
+        self.covering(key).filter(|r| r.destination.owner_override)
+    }
+}
+
+/// A rule's id for people: `(no id)` where the rule has none.
+pub fn rule_name(rule: &Rule) -> &str {
+    rule.id.as_deref().filter(|id| !id.is_empty()).unwrap_or("(no id)")
+}
+
 /// Parses the JSON that `aws s3api get-bucket-replication` prints: either
 /// `{"ReplicationConfiguration": {...}}` or the inner object alone. `origin` names the
 /// text's source (a file path) in errors.

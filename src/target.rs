@@ -227,16 +227,27 @@ async fn compare_metadata(
                 action.reason = format!("metadata differs: {why}");
             }
         }
-        ActionKind::Copy | ActionKind::MultipartCopy if action.checksum_algorithm.is_none() => {
+        ActionKind::Copy | ActionKind::MultipartCopy => {
             let head = source_client
                 .head_version(&source.bucket, &action.key, &action.source_version_id, None)
                 .await
                 .map_err(Error::S3)?;
-            action.checksum_algorithm = head.checksum.map(|(algorithm, _)| algorithm);
+            if action.checksum_algorithm.is_none() {
+                action.checksum_algorithm = head.checksum.map(|(algorithm, _)| algorithm);
+            }
+            note_written_on_replica(action, head.replication_status.as_deref());
         }
         _ => {}
     }
     Ok(())
+}
+
+/// A copy candidate whose replication status is not `REPLICA` was written on the replica
+/// directly (during the outage): it exists nowhere else, and its reason says so.
+fn note_written_on_replica(action: &mut PlannedAction, replication_status: Option<&str>) {
+    if replication_status != Some("REPLICA") && !action.reason.ends_with(crate::plan::WRITTEN_ON_REPLICA) {
+        action.reason = format!("{}; {}", action.reason, crate::plan::WRITTEN_ON_REPLICA);
+    }
 }
 
 /// HEADs an archived source version: a finished restore makes it copyable, an ongoing one
@@ -304,6 +315,48 @@ fn archive_restore(header: Option<&str>) -> ArchiveRestore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// moto never sets `x-amz-replication-status` (S3-NOTES 47): the statuses a HEAD of a
+    /// replica version gives on S3 are canned here.
+    #[test]
+    fn copy_candidates_not_marked_replica_were_written_on_the_replica() {
+        let row = |reason: &str| PlannedAction {
+            key: "k".into(),
+            action: ActionKind::Copy,
+            source_version_id: "v".into(),
+            dest_key: "k".into(),
+            dest_version_id: String::new(),
+            size_bytes: Some(5),
+            etag: None,
+            last_modified: None,
+            reason: reason.into(),
+            storage_class: None,
+            checksum_algorithm: None,
+            is_delete_marker: false,
+        };
+        // (replication status of the source version, written on the replica)
+        let cases = [
+            (Some("REPLICA"), false),
+            (None, true),
+            (Some("COMPLETED"), true),
+            (Some("PENDING"), true),
+            (Some("FAILED"), true),
+        ];
+        for (status, written) in cases {
+            let mut a = row("missing in primary");
+            note_written_on_replica(&mut a, status);
+            note_written_on_replica(&mut a, status);
+            let want = if written {
+                format!("missing in primary; {}", crate::plan::WRITTEN_ON_REPLICA)
+            } else {
+                "missing in primary".to_owned()
+            };
+            assert_eq!(a.reason, want, "{status:?}");
+            let mut summary = PlanSummary::new(None);
+            summary.add(&a);
+            assert_eq!(summary.written_on_replica.objects, u64::from(written), "{status:?}");
+        }
+    }
 
     /// The header as S3 documents it. moto finishes RestoreObject at once (S3-NOTES 38),
     /// so `ongoing-request="true"` (a restore under way, hours on S3) never shows there:

@@ -2,14 +2,20 @@
 //! key into `plan.csv`, with a summary for people and one for scripts.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing::warn;
 
 use crate::RunContext;
 use crate::cli::{GlobalArgs, OutTarget, PlanArgs, out_target, parse_location};
 use crate::error::{Error, Outcome};
+use crate::impact::RulesImpact;
 use crate::model::{Location, Side};
 use crate::plan::{Evidence, PlanConfig, PlanWriter};
 use crate::progress::Progress;
 use crate::report::{ReportDir, ReportFile, Summary};
+use crate::restore::{AclPolicy, StorageClassPolicy};
+use crate::rules::ReplicaRules;
 use crate::s3::{DestClient, ListConfig, S3Config, SourceClient};
 use crate::state::{RunKey, StateDir};
 use crate::target::{SideInput, plan_actions};
@@ -35,6 +41,8 @@ pub struct PlanCmdConfig {
     pub dest_inventory: Option<PathBuf>,
     /// `--metadata`: compare headers, metadata and tags of matching versions.
     pub metadata: bool,
+    /// `--replication-config`: the primary's rules from a file.
+    pub replication_config: Option<PathBuf>,
     /// Where the CSV goes.
     pub out: OutTarget,
     /// `--report-dir`.
@@ -61,6 +69,7 @@ impl PlanCmdConfig {
             source_inventory: args.source_inventory,
             dest_inventory: args.dest_inventory,
             metadata: args.target.metadata,
+            replication_config: args.target.replication_config,
             out: out_target(args.out.as_deref()),
             report_dir: args.target.report_dir,
         })
@@ -89,6 +98,30 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
             Some(c)
         }
     };
+    let read = super::load_rules(
+        cfg.replication_config.as_deref(),
+        dest_client.as_ref().map(|c| (c, cfg.dest.bucket.as_str())),
+    )
+    .await?;
+    if let (Some(why), "unreadable") = (&read.missing, read.note["source"].as_str().unwrap_or_default()) {
+        warn!("{why}: deletes that the rules never replicated are not named");
+    }
+    let rules = read
+        .config
+        .map(|c| Arc::new(ReplicaRules::new(c, cfg.source.bucket.clone())));
+    let plan_cfg = PlanConfig {
+        rules: rules.clone(),
+        ..cfg.plan.clone()
+    };
+    // What a restore with default settings would write, as far as the rules change it.
+    let (classes, acls) = match &rules {
+        Some(r) => (
+            StorageClassPolicy::Rules(r.clone()),
+            AclPolicy::ExceptOwnerOverride(r.clone()),
+        ),
+        None => (StorageClassPolicy::Keep, AclPolicy::Copy),
+    };
+    let mut impact = RulesImpact::default();
     let dir = ReportDir::create("plan", cfg.report_dir.as_deref(), ctx.started).map_err(Error::ReportSetup)?;
     let csv_path = match &cfg.out {
         OutTarget::ReportDir => Some(dir.file("plan.csv")),
@@ -128,11 +161,12 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
         &cfg.source,
         &cfg.dest,
         cfg.list,
-        &cfg.plan,
+        &plan_cfg,
         cfg.metadata,
         &evidence,
         |action| {
             progress.inc(1);
+            impact.add(&action, &classes, &acls, rules.as_deref());
             writer.write(&action).map_err(|e| {
                 Error::Report(crate::report::ReportError::Write {
                     path: PathBuf::from("plan.csv"),
@@ -156,6 +190,8 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
     report.extra.insert("dest".into(), cfg.dest.to_string().into());
     report.extra.insert("mode".into(), super::mode_key(&cfg.plan).into());
     report.extra.insert("requests".into(), summary.requests.into());
+    report.extra.insert("rules".into(), read.note);
+    report.extra.insert("replication".into(), impact.to_json());
     report
         .extra
         .insert("conflict_keys".into(), summary.conflict_keys.clone().into());
@@ -168,6 +204,15 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
     }
     let summary_path = report.write(&dir).map_err(Error::Report)?;
     ctx.say(&super::plan_table(&summary));
+    for note in impact.notes() {
+        ctx.say(&format!("  {note}"));
+    }
+    for w in super::plan_warnings(&summary)
+        .into_iter()
+        .chain(impact.rereplication_warning(&cfg.source.bucket))
+    {
+        warn!("{w}");
+    }
     let line = format!("plan: {}", super::plan_line(&summary));
     match &cfg.out {
         OutTarget::Stdout => eprintln!("{}\n{line}", summary_path.display()),

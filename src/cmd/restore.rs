@@ -14,14 +14,15 @@ use crate::RunContext;
 use crate::cli::{AclsArg, CliError, EngineArg, GlobalArgs, RestoreArgs, SseArg, parse_location};
 use crate::cmd::plan::Copied;
 use crate::error::{Error, Outcome};
+use crate::impact::RulesImpact;
 use crate::model::{Location, Side};
 use crate::plan::{ActionKind, PlanConfig, PlanSummary, PlanWriter, PlannedAction, read_plan};
 use crate::progress::Progress;
 use crate::report::{CsvReport, ReportDir, ReportError, ReportFile, Summary, human_bytes};
-use crate::restore::{ActionOutcome, Engine, EngineConfig, Event, LimitStats, Status, StorageClassPolicy};
-use crate::rules::ReplicationConfig;
+use crate::restore::{AclPolicy, ActionOutcome, Engine, EngineConfig, Event, LimitStats, Status, StorageClassPolicy};
+use crate::rules::ReplicaRules;
 use crate::s3::ops::SseChoice;
-use crate::s3::{DestClient, ListConfig, ReplicationRead, S3Config, SourceClient};
+use crate::s3::{DestClient, ListConfig, S3Config, SourceClient};
 use crate::state::{JournalEntry, JournalWriter, OutcomeEntry, RunKey, StateDir, StateError};
 use crate::target::{SideInput, plan_actions};
 
@@ -203,6 +204,8 @@ struct Prepared {
     dest: DestClient,
     engine_cfg: EngineConfig,
     notes: Vec<String>,
+    /// The primary's rules towards the replica, where known.
+    rules: Option<Arc<ReplicaRules>>,
 }
 
 /// Connects both sides, reads the bucket settings once and decides encryption, ACLs,
@@ -239,28 +242,22 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
     super::require_dest_enabled(&cfg.dest, &dest_settings)?;
 
     let mut notes = Vec::new();
-    let rules: Option<ReplicationConfig> = match &cfg.replication_config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-            Some(
-                crate::rules::parse_json(&text, &path.display().to_string())
-                    .map_err(|e| Error::Config(e.to_string()))?,
-            )
-        }
-        None => match dest.replication_rules(&cfg.dest.bucket).await {
-            ReplicationRead::Rules(r) => Some(r),
-            ReplicationRead::None => None,
-            ReplicationRead::Unreadable(why) => {
-                notes.push(format!(
-                    "the primary's replication rules could not be read ({why}): storage classes follow the replica"
-                ));
-                None
-            }
-        },
-    };
+    let read = super::load_rules(
+        cfg.replication_config.as_deref(),
+        Some((&dest, cfg.dest.bucket.as_str())),
+    )
+    .await?;
+    if let (Some(why), false) = (&read.missing, read.note["source"] == "none") {
+        notes.push(format!(
+            "{why}: storage classes and ACLs follow the replica, deletes the rules never replicated are not named"
+        ));
+    }
+    let rules = read
+        .config
+        .map(|c| Arc::new(ReplicaRules::new(c, cfg.source.bucket.clone())));
     let replica_kms_rule = rules.as_ref().is_some_and(|r| {
-        crate::rules::rules_towards(r, &cfg.source.bucket).any(|rule| rule.destination.replica_kms_key_id.is_some())
+        crate::rules::rules_towards(&r.config, &r.replica_bucket)
+            .any(|rule| rule.destination.replica_kms_key_id.is_some())
     });
     let source_kms = source_settings.default_encryption.as_ref().is_some_and(|e| e.is_kms()) || replica_kms_rule;
     let dest_kms = dest_settings.default_encryption.as_ref().is_some_and(|e| e.is_kms());
@@ -285,19 +282,22 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
         None if dest_settings.default_encryption.is_none() => SseChoice::Aes256,
         None => SseChoice::BucketDefault,
     };
-    let copy_acls = dest_settings.acls_accepted && cfg.acls != Some(AclsArg::Skip);
+    // The default copies grants, except where a rule handed the replicas to the replica
+    // bucket's owner (their ACLs are not the primary's); `--acls copy` copies those too.
+    let acls = match (dest_settings.acls_accepted, cfg.acls, &rules) {
+        (false, _, _) | (true, Some(AclsArg::Skip), _) => AclPolicy::Skip,
+        (true, Some(AclsArg::Copy), _) | (true, None, None) => AclPolicy::Copy,
+        (true, None, Some(r)) => AclPolicy::ExceptOwnerOverride(r.clone()),
+    };
     if cfg.acls == Some(AclsArg::Copy) && !dest_settings.acls_accepted {
         notes.push(format!(
             "bucket {} has ACLs disabled (BucketOwnerEnforced): grants are not copied",
             cfg.dest.bucket
         ));
     }
-    let storage_class = match (&cfg.storage_class, rules) {
+    let storage_class = match (&cfg.storage_class, &rules) {
         (Some(c), _) => StorageClassPolicy::Override(c.clone()),
-        (None, Some(r)) => StorageClassPolicy::Rules {
-            rules: Arc::new(r),
-            replica_bucket: cfg.source.bucket.clone(),
-        },
+        (None, Some(r)) => StorageClassPolicy::Rules(r.clone()),
         (None, None) => StorageClassPolicy::Keep,
     };
     let engine_cfg = EngineConfig {
@@ -307,7 +307,7 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
         initial_concurrency: cfg.concurrency,
         max_attempts: 10,
         part_size: cfg.part_size,
-        copy_acls,
+        acls,
         copy_lock: dest_settings.object_lock,
         sse,
         storage_class,
@@ -319,6 +319,7 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
         dest,
         engine_cfg,
         notes,
+        rules,
     })
 }
 
@@ -353,6 +354,8 @@ pub struct RestoreRun {
     pub full_writes: (u64, u64),
     /// The newest source version or delete marker the plan saw.
     pub newest_source: Option<jiff::Timestamp>,
+    /// What the replication rules mean for the plan's writes.
+    pub impact: RulesImpact,
 }
 
 impl RestoreRun {
@@ -456,6 +459,7 @@ pub fn restore_summary(run: &RestoreRun, report: &mut Summary) {
         .extra
         .insert("state_dir".into(), run.state_path.display().to_string().into());
     report.extra.insert("resumed".into(), run.resumed.into());
+    report.extra.insert("replication".into(), run.impact.to_json());
     report.extra.insert("interrupted".into(), run.interrupted.into());
 }
 
@@ -471,7 +475,12 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
         dest,
         mut engine_cfg,
         notes,
+        rules,
     } = prepare(cfg).await?;
+    let plan_cfg = PlanConfig {
+        rules: rules.clone(),
+        ..cfg.plan.clone()
+    };
     for note in &notes {
         warn!("{note}");
     }
@@ -519,7 +528,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
                         &cfg.source,
                         &cfg.dest,
                         cfg.list,
-                        &cfg.plan,
+                        &plan_cfg,
                         cfg.metadata,
                         &evidence,
                         |a| {
@@ -551,6 +560,19 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
     };
     write_plan(&dir.file("plan.csv"), cfg, &actions).map_err(Error::ReportSetup)?;
     ctx.say(&super::plan_table(&summary));
+    for w in super::plan_warnings(&summary) {
+        warn!("{w}");
+    }
+    let mut impact = RulesImpact::default();
+    for a in &actions {
+        impact.add(a, &engine_cfg.storage_class, &engine_cfg.acls, rules.as_deref());
+    }
+    for note in impact.notes() {
+        ctx.say(&format!("  {note}"));
+    }
+    if let Some(w) = impact.rereplication_warning(&cfg.source.bucket) {
+        warn!("{w}");
+    }
     let writes: Vec<&PlannedAction> = actions.iter().filter(|a| a.action.writes()).collect();
     let writes_n = writes.len() as u64;
     let write_bytes: u64 = writes.iter().map(|a| a.size_bytes.unwrap_or(0)).sum();
@@ -571,6 +593,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
             sampled_keys: None,
             full_writes,
             newest_source,
+            impact,
         });
     }
     if resumed.is_none() && !writes.is_empty() && !cfg.yes {
@@ -753,6 +776,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
         sampled_keys: cfg.sample.map(|_| actions.iter().map(|a| a.key.clone()).collect()),
         full_writes,
         newest_source,
+        impact,
     })
 }
 

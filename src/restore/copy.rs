@@ -22,7 +22,7 @@ impl Engine {
         let cfg = &self.inner.cfg;
         let source = &self.inner.source;
         let bucket = &cfg.source.bucket;
-        let grants = if cfg.copy_acls {
+        let grants = if cfg.acls.copies(&action.key) {
             let (r, _) = self
                 .retrying("GetObjectAcl", || {
                     source.get_acl(bucket, &action.key, &action.source_version_id)

@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use crate::model::Location;
 use crate::plan::{ActionKind, PlannedAction};
-use crate::rules::ReplicationConfig;
+use crate::rules::ReplicaRules;
 use crate::s3::ops::SseChoice;
 use crate::s3::{DestClient, S3Error, S3ErrorKind, SourceClient};
 
@@ -34,12 +34,7 @@ pub enum StorageClassPolicy {
     Override(String),
     /// The replica version's class, except where the rule covering the key set a
     /// destination storage class (then the class was the rule's choice: STANDARD).
-    Rules {
-        /// The primary's rules.
-        rules: Arc<ReplicationConfig>,
-        /// The replica's bucket, which rules must target to count.
-        replica_bucket: String,
-    },
+    Rules(Arc<ReplicaRules>),
     /// The replica version's class (the rules could not be read).
     Keep,
 }
@@ -51,13 +46,33 @@ impl StorageClassPolicy {
         match self {
             StorageClassPolicy::Override(c) => c.clone(),
             StorageClassPolicy::Keep => replica.to_owned(),
-            StorageClassPolicy::Rules { rules, replica_bucket } => {
-                // Tags are not known without a request; tag-filtered rules do not match here.
-                match crate::rules::in_scope(rules, replica_bucket, key, &[]) {
-                    Some(rule) if rule.destination.storage_class.is_some() => "STANDARD".to_owned(),
-                    _ => replica.to_owned(),
-                }
-            }
+            // Tags are not known without a request; tag-filtered rules do not match here.
+            StorageClassPolicy::Rules(rules) if rules.sets_storage_class(key).is_some() => "STANDARD".to_owned(),
+            StorageClassPolicy::Rules(_) => replica.to_owned(),
+        }
+    }
+}
+
+/// Whose ACL grants a restore reads and sends.
+#[derive(Debug, Clone)]
+pub enum AclPolicy {
+    /// None: `--acls skip`, or the primary does not accept ACLs.
+    Skip,
+    /// Every version's (`--acls copy`).
+    Copy,
+    /// Every version's but those of keys whose replication rule handed the replicas to the
+    /// replica bucket's owner: their grants are that owner's, not the primary's (the
+    /// default where the rules are known).
+    ExceptOwnerOverride(Arc<ReplicaRules>),
+}
+
+impl AclPolicy {
+    /// Whether the grants of a version of source key `key` are copied.
+    pub fn copies(&self, key: &str) -> bool {
+        match self {
+            AclPolicy::Skip => false,
+            AclPolicy::Copy => true,
+            AclPolicy::ExceptOwnerOverride(rules) => rules.overrides_owner(key).is_none(),
         }
     }
 }
@@ -77,8 +92,8 @@ pub struct EngineConfig {
     pub max_attempts: u32,
     /// Part size for split single-part sources; `None` takes the default.
     pub part_size: Option<u64>,
-    /// Read and send ACL grants (the destination accepts them and `--acls skip` was not given).
-    pub copy_acls: bool,
+    /// Which versions' ACL grants are read and sent.
+    pub acls: AclPolicy,
     /// Read and send Object Lock settings (the destination has Object Lock).
     pub copy_lock: bool,
     /// Encryption to ask for.

@@ -4,6 +4,7 @@
 mod peacetime;
 mod plan;
 mod reliability;
+mod replication;
 mod restore;
 mod resume;
 mod scan;
