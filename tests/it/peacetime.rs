@@ -5,7 +5,7 @@
 //! and the tests check that from the request record.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::Client;
@@ -17,10 +17,10 @@ use aws_sdk_s3::types::{
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tempfile::TempDir;
 
 use crate::support::proxy::{Proxy, RecordedRequest, S3Op};
 use crate::support::scenario::{Damage, ObjectSpec, Scenario, Seeded, random_bytes};
+use crate::support::workdir::{Dirs, Row, col, conn_args, read_csv, read_json};
 use crate::support::{
     BucketOpts, BucketSnapshot, Cli, CliOutput, PRIMARY_REGION, REPLICA_REGION, client, create_bucket,
     list_all_versions, snapshot, unique_bucket, unquote,
@@ -29,54 +29,6 @@ use crate::support::{
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// A temporary directory that is the tool's working directory, holding the state
-/// directory and one report directory per run.
-///
-/// `verify` has no `--state-dir`: it reads the journal of an earlier restore from
-/// `./.s3-failback`, relative to its working directory. Every run here therefore starts in
-/// the same directory, and restore and drill get that path as `--state-dir`.
-struct Dirs {
-    tmp: TempDir,
-}
-
-impl Dirs {
-    fn new() -> Self {
-        Self {
-            tmp: tempfile::tempdir().expect("temporary directory"),
-        }
-    }
-
-    fn cwd(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    /// Where `verify` looks for the state directory.
-    fn state(&self) -> PathBuf {
-        self.tmp.path().join(".s3-failback")
-    }
-
-    fn report(&self, run: &str) -> PathBuf {
-        self.tmp.path().join(format!("report-{run}"))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-}
-
-/// The connection flags that send both sides through `endpoint`.
-fn conn_args(endpoint: &str) -> Vec<String> {
-    strings(&[
-        "--endpoint-url",
-        endpoint,
-        "--path-style",
-        "--source-region",
-        REPLICA_REGION,
-        "--dest-region",
-        PRIMARY_REGION,
-    ])
-}
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
@@ -151,28 +103,6 @@ fn drill(source: &str, scratch: &str, proxy: &Proxy, dirs: &Dirs, run: &str, ext
     ]);
     args.extend(strings(extra));
     run_in(dirs, args)
-}
-
-type Row = BTreeMap<String, String>;
-
-/// A CSV report as rows of column → value.
-fn read_csv(path: &Path) -> Vec<Row> {
-    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    reader
-        .deserialize()
-        .map(|r| r.unwrap_or_else(|e| panic!("row of {}: {e}", path.display())))
-        .collect()
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
-}
-
-fn col<'a>(row: &'a Row, name: &str) -> &'a str {
-    row.get(name)
-        .map(String::as_str)
-        .unwrap_or_else(|| panic!("no column {name:?} in {row:?}"))
 }
 
 /// The rows of a `latest` report by key, each key once.

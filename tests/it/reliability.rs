@@ -11,16 +11,16 @@
 //! in `resume.rs`; parser fuzzing in `src/fuzz.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
-use tempfile::TempDir;
 
 use crate::support::proxy::{Fault, Proxy, RecordedRequest, S3Op};
 use crate::support::scenario::{Damage, ObjectSpec, Scenario, key_of_1024_bytes, special_keys};
+use crate::support::workdir::{Dirs, col, conn_args, read_csv};
 use crate::support::{
     BucketOpts, Cli, CliOutput, PRIMARY_REGION, REPLICA_REGION, VersionShape, Versioning, client_for, create_bucket,
     endpoint, list_all_versions, server, shapes, unique_bucket,
@@ -29,42 +29,6 @@ use crate::support::{
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// A temporary directory for state, reports and hand-made files.
-struct Dirs {
-    tmp: TempDir,
-}
-
-impl Dirs {
-    fn new() -> Self {
-        Self {
-            tmp: tempfile::tempdir().expect("temporary directory"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-}
-
-/// Both sides through `endpoint`, each in its own region.
-fn conn_args(endpoint: &str) -> Vec<String> {
-    [
-        "--endpoint-url",
-        endpoint,
-        "--path-style",
-        "--source-region",
-        REPLICA_REGION,
-        "--dest-region",
-        PRIMARY_REGION,
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
 
 /// `s3-failback COMMAND --source SOURCE --dest DEST` through `endpoint`, plus `extra`, run in
 /// `dirs` (so that the state a restore leaves is where a later verify looks for it).
@@ -75,25 +39,10 @@ fn two_sided(command: &str, source: &str, dest: &str, endpoint: &str, dirs: &Dir
     args.extend(conn_args(endpoint));
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     Cli::new(args)
-        .current_dir(dirs.tmp.path())
+        .current_dir(dirs.cwd())
         .env("RUST_BACKTRACE", "1")
         .timeout(Duration::from_secs(240))
         .run()
-}
-
-/// A CSV report as rows of column → value; keys stay byte for byte what the file holds.
-fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    reader
-        .deserialize()
-        .map(|r| r.unwrap_or_else(|e| panic!("row of {}: {e}", path.display())))
-        .collect()
-}
-
-fn col<'a>(row: &'a BTreeMap<String, String>, name: &str) -> &'a str {
-    row.get(name)
-        .map(String::as_str)
-        .unwrap_or_else(|| panic!("no column {name:?} in {row:?}"))
 }
 
 /// The values of one column, in file order.
@@ -1330,7 +1279,7 @@ async fn bad_input_catalogue() {
         ("other_primary", other_primary.clone()),
         ("replica", replica.name.clone()),
         ("primary", primary.name.clone()),
-        ("dir", dirs.tmp.path().display().to_string()),
+        ("dir", dirs.cwd().display().to_string()),
     ];
     let mut failures = Vec::new();
     for case in &cases {

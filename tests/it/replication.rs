@@ -7,64 +7,27 @@
 //! (audit) and at the end here (restore).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::types::{
     DeleteMarkerReplication, DeleteMarkerReplicationStatus, Destination, ObjectCannedAcl, ReplicationConfiguration,
     ReplicationRule, ReplicationRuleFilter, ReplicationRuleStatus, StorageClass,
 };
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 use crate::support::proxy::{Proxy, S3Op};
 use crate::support::scenario::{ALL_USERS_URI, Damage, ObjectSpec, Scenario, Seeded};
-use crate::support::{
-    BucketOpts, Cli, CliOutput, PRIMARY_REGION, REPLICA_REGION, create_bucket, list_all_versions, unique_bucket,
-};
-
-type Row = BTreeMap<String, String>;
-
-struct Dirs {
-    tmp: TempDir,
-}
-
-impl Dirs {
-    fn new() -> Self {
-        Self {
-            tmp: tempfile::tempdir().expect("temporary directory"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
-    fn report(&self, run: &str) -> PathBuf {
-        self.path(&format!("report-{run}"))
-    }
-}
+use crate::support::workdir::{Dirs, Row, conn_args, read_csv, read_json};
+use crate::support::{BucketOpts, Cli, CliOutput, PRIMARY_REGION, create_bucket, list_all_versions, unique_bucket};
 
 /// Runs `command` (`plan`, `restore`, `audit`) with the connection flags through `proxy`,
 /// `--report-dir` named after `run` (and `--state-dir` for restore), plus `args`.
 fn tool(command: &str, proxy: &Proxy, dirs: &Dirs, run: &str, args: &[&str]) -> CliOutput {
     let mut all: Vec<String> = vec![command.to_owned()];
     all.extend(args.iter().map(|s| (*s).to_owned()));
-    all.extend(
-        [
-            "--endpoint-url",
-            &proxy.endpoint(),
-            "--path-style",
-            "--source-region",
-            REPLICA_REGION,
-            "--dest-region",
-            PRIMARY_REGION,
-            "--report-dir",
-            &dirs.report(run).display().to_string(),
-        ]
-        .map(str::to_owned),
-    );
+    all.extend(conn_args(&proxy.endpoint()));
+    all.extend(["--report-dir".to_owned(), dirs.report(run).display().to_string()]);
     if command == "restore" {
-        all.extend(["--state-dir".to_owned(), dirs.path("state").display().to_string()]);
+        all.extend(["--state-dir".to_owned(), dirs.state().display().to_string()]);
     }
     Cli::new(all).run()
 }
@@ -83,18 +46,6 @@ fn failback(
     let mut args = vec!["--source", source.as_str(), "--dest", dest.as_str()];
     args.extend_from_slice(extra);
     tool(command, proxy, dirs, run, &args)
-}
-
-fn read_csv(path: &Path) -> Vec<Row> {
-    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    reader
-        .deserialize()
-        .map(|r| r.unwrap_or_else(|e| panic!("row of {}: {e}", path.display())))
-        .collect()
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))).unwrap()
 }
 
 /// key → (action or status, reason or detail) of a plan or restore report.

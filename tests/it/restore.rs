@@ -5,7 +5,6 @@
 //! Kill/resume and back-pressure live in `resume.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::DateTime;
@@ -15,10 +14,10 @@ use aws_sdk_s3::types::{
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tempfile::TempDir;
 
 use crate::support::proxy::{Proxy, RecordedRequest, S3Op};
 use crate::support::scenario::{ALL_USERS_URI, Damage, MOTO_OWNER_ID, ObjectSpec, Permission, Scenario, Seeded};
+use crate::support::workdir::{Dirs, col, conn_args, read_csv};
 use crate::support::{
     BucketOpts, BucketSnapshot, Cli, CliOutput, DefaultEncryption, PRIMARY_REGION, REPLICA_REGION, VersionSnapshot,
     create_bucket, list_all_versions, snapshot, unique_bucket,
@@ -101,46 +100,6 @@ fn assert_same_snapshot(got: &BucketSnapshot, want: &BucketSnapshot) {
     }
 }
 
-/// A temporary directory holding the state directory and one report directory per run.
-struct Dirs {
-    tmp: TempDir,
-}
-
-impl Dirs {
-    fn new() -> Self {
-        Self {
-            tmp: tempfile::tempdir().expect("temporary directory"),
-        }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.tmp.path().join("state")
-    }
-
-    fn report(&self, run: &str) -> PathBuf {
-        self.tmp.path().join(format!("report-{run}"))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-}
-
-/// The connection flags that send both sides through `endpoint`.
-fn conn_args(endpoint: &str) -> Vec<String> {
-    [
-        "--endpoint-url",
-        endpoint,
-        "--path-style",
-        "--source-region",
-        REPLICA_REGION,
-        "--dest-region",
-        PRIMARY_REGION,
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
 /// Runs `restore` from `source` to `dest` through `proxy`, with `--state-dir` and a
 /// `--report-dir` named after `run` under `dirs`, plus `extra`.
 fn restore_between(source: &str, dest: &str, proxy: &Proxy, dirs: &Dirs, run: &str, extra: &[&str]) -> CliOutput {
@@ -161,21 +120,6 @@ fn restore_between(source: &str, dest: &str, proxy: &Proxy, dirs: &Dirs, run: &s
 /// Runs `restore` from the scenario's replica to its primary.
 fn restore(seeded: &Seeded, proxy: &Proxy, dirs: &Dirs, run: &str, extra: &[&str]) -> CliOutput {
     restore_between(&seeded.replica.url(), &seeded.primary.url(), proxy, dirs, run, extra)
-}
-
-/// A CSV report as rows of column → value.
-fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    reader
-        .deserialize()
-        .map(|r| r.unwrap_or_else(|e| panic!("row of {}: {e}", path.display())))
-        .collect()
-}
-
-fn col<'a>(row: &'a BTreeMap<String, String>, name: &str) -> &'a str {
-    row.get(name)
-        .map(String::as_str)
-        .unwrap_or_else(|| panic!("no column {name:?} in {row:?}"))
 }
 
 /// The rows of `rows` about `key`.

@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::support::proxy::{Fault, Proxy, S3Op};
 use crate::support::scenario::{Damage, ObjectSpec, Scenario, Seeded};
+use crate::support::workdir::Dirs;
 use crate::support::{
     BucketOpts, CliOutput, PRIMARY_REGION, REPLICA_REGION, create_bucket, list_all_versions, wait_cli,
 };
@@ -27,27 +28,15 @@ use crate::support::{
 /// Longest any one run of the binary may take here.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The directories of one test: a state directory kept across runs, one report
-/// directory per run.
-struct Dirs {
-    root: tempfile::TempDir,
+/// What a test reads of the state directory a run left.
+trait StateFiles {
+    fn run_state(&self) -> Option<PathBuf>;
+    fn journal(&self) -> Option<PathBuf>;
+    fn journal_entries(&self) -> Vec<Value>;
+    fn journal_count(&self, kind: &str) -> usize;
 }
 
-impl Dirs {
-    fn new() -> Self {
-        Self {
-            root: tempfile::tempdir().expect("temporary directory"),
-        }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.root.path().join("state")
-    }
-
-    fn report(&self, run: &str) -> PathBuf {
-        self.root.path().join(format!("reports-{run}"))
-    }
-
+impl StateFiles for Dirs {
     /// The run's own subdirectory of the state directory (the only one).
     fn run_state(&self) -> Option<PathBuf> {
         let entries = std::fs::read_dir(self.state()).ok()?;
@@ -106,13 +95,13 @@ fn restore_args(seeded: &Seeded, endpoint: &str, dirs: &Dirs, run: &str, extra: 
 
 fn run(args: &[String], dirs: &Dirs) -> CliOutput {
     crate::support::Cli::new(args)
-        .current_dir(dirs.root.path())
+        .current_dir(dirs.cwd())
         .timeout(RUN_TIMEOUT)
         .run()
 }
 
 fn spawn(args: &[String], dirs: &Dirs) -> Child {
-    crate::support::Cli::new(args).current_dir(dirs.root.path()).spawn()
+    crate::support::Cli::new(args).current_dir(dirs.cwd()).spawn()
 }
 
 /// Polls `done` every 10 ms; panics (killing the child) after `limit`.

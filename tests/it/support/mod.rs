@@ -9,6 +9,7 @@
 pub mod proxy;
 pub mod scenario;
 pub mod server;
+pub mod workdir;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
