@@ -12,6 +12,10 @@
 //! versions at a time, so the figure must not grow with the count. Flags: `--versions N`
 //! (default 1,000,000), `--mode latest|all-versions` (default latest), `--dir DIR` for the
 //! generated files (default: a temporary directory, removed afterwards).
+//!
+//! Per size it also prints one machine-readable line, for harnesses to parse:
+//! `result versions=<N per side> total_versions=<both inventories> plan_s=<s>
+//! versions_per_s=<v> peak_rss_mib=<m>`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -95,6 +99,12 @@ fn main() -> Result<(), BoxError> {
             plan_s,
             total / plan_s,
             get("rss_gen_kib") / 1024.0,
+            get("rss_peak_kib") / 1024.0
+        );
+        // One machine-readable line per size, for the benchmark harness to parse.
+        println!(
+            "result versions={n} total_versions={total} plan_s={plan_s:.3} versions_per_s={:.0} peak_rss_mib={:.1}",
+            total / plan_s,
             get("rss_peak_kib") / 1024.0
         );
         peaks.push((n, get("rss_peak_kib") / 1024.0));
