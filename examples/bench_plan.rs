@@ -12,6 +12,10 @@
 //! versions at a time, so the figure must not grow with the count. Flags: `--versions N`
 //! (default 1,000,000), `--mode latest|all-versions` (default latest), `--dir DIR` for the
 //! generated files (default: a temporary directory, removed afterwards).
+//!
+//! Per size it also prints one machine-readable line, for harnesses to parse:
+//! `result versions=<N per side> total_versions=<both inventories> plan_s=<s>
+//! versions_per_s=<v> peak_rss_mib=<m>`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -64,8 +68,8 @@ fn main() -> Result<(), BoxError> {
         mode
     );
     println!(
-        "{:>10} {:>10} {:>10} {:>9} {:>8} {:>12} {:>14} {:>14}",
-        "versions", "dest", "rows", "gen s", "plan s", "versions/s", "RSS gen MiB", "RSS peak MiB"
+        "{:>10} {:>10} {:>10} {:>9} {:>8} {:>10} {:>12} {:>14} {:>14}",
+        "versions", "dest", "rows", "gen s", "plan s", "plan CPU s", "versions/s", "RSS gen MiB", "RSS peak MiB"
     );
     let mut peaks = Vec::new();
     for n in sizes {
@@ -87,20 +91,31 @@ fn main() -> Result<(), BoxError> {
         };
         let (plan_s, total) = (get("plan_s"), get("source") + get("dest"));
         println!(
-            "{:>10} {:>10} {:>10} {:>9.1} {:>8.2} {:>12.0} {:>14.1} {:>14.1}",
+            "{:>10} {:>10} {:>10} {:>9.1} {:>8.2} {:>10.2} {:>12.0} {:>14.1} {:>14.1}",
             get("source"),
             get("dest"),
             get("rows"),
             get("gen_s"),
             plan_s,
+            get("plan_cpu_s"),
             total / plan_s,
             get("rss_gen_kib") / 1024.0,
+            get("rss_peak_kib") / 1024.0
+        );
+        // One machine-readable line per size, for the benchmark harness to parse.
+        println!(
+            "result versions={n} total_versions={total} plan_s={plan_s:.3} versions_per_s={:.0} peak_rss_mib={:.1}",
+            total / plan_s,
             get("rss_peak_kib") / 1024.0
         );
         peaks.push((n, get("rss_peak_kib") / 1024.0));
         std::fs::remove_dir_all(&sub)?;
     }
-    println!("versions/s counts the versions of both inventories read, joined and planned.");
+    println!(
+        "versions/s counts the versions of both inventories read, joined and planned, per second of wall time; \
+         plan CPU s is the process's CPU time over the same span (every thread: each inventory is read on its own), \
+         which other load on the machine does not inflate."
+    );
     if let [(n0, small), .., (n1, large)] = peaks[..] {
         println!(
             "peak RSS at {n1} versions is {:.2}x the peak at {n0} ({large:.1} MiB vs {small:.1} MiB)",
@@ -128,6 +143,7 @@ fn child(versions: u64, mode: Mode, dir: &Path) -> Result<(), BoxError> {
     let file = BufWriter::with_capacity(1 << 16, File::create(&plan_path)?);
     let mut writer = PlanWriter::new(file, plan_path.display().to_string(), &source, &dest)?;
     let mut rows = 0u64;
+    let cpu_before = cpu_seconds()?;
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let summary = runtime.block_on(plan_actions(
@@ -148,13 +164,27 @@ fn child(versions: u64, mode: Mode, dir: &Path) -> Result<(), BoxError> {
     ))?;
     writer.finish()?.flush()?;
     let plan_s = started.elapsed().as_secs_f64();
+    let plan_cpu_s = cpu_seconds()? - cpu_before;
     let rss_peak = peak_rss_kib()?;
     println!(
         "source={source_count} dest={dest_count} rows={rows} primary_only={} gen_s={gen_s:.3} \
-         plan_s={plan_s:.3} rss_gen_kib={rss_gen} rss_peak_kib={rss_peak}",
+         plan_s={plan_s:.3} plan_cpu_s={plan_cpu_s:.2} rss_gen_kib={rss_gen} rss_peak_kib={rss_peak}",
         summary.primary_only
     );
     Ok(())
+}
+
+/// CPU seconds (user and system, all threads) the process has used so far, from
+/// `/proc/self/stat` in clock ticks of 1/100 s (Linux's `USER_HZ`).
+fn cpu_seconds() -> Result<f64, BoxError> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let rest = stat.rsplit_once(')').ok_or("no ')' in /proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 =
+        fields.get(11).ok_or("no utime")?.parse::<u64>()? + fields.get(12).ok_or("no stime")?.parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
 }
 
 /// The process's peak resident set size (`VmHWM`), in KiB.

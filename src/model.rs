@@ -82,6 +82,104 @@ impl VersionRecord {
     }
 }
 
+/// Parses a time in the one shape S3 listings and inventories write, `YYYY-MM-DDTHH:MM:SSZ`,
+/// without jiff's general RFC 3339 parser (planning from inventories parses one per
+/// version). `None` for any other shape (fractions, offsets, lower case) or an invalid date:
+/// the caller then asks jiff, whose answer or error stands.
+pub fn parse_timestamp_fast(text: &str) -> Option<Timestamp> {
+    let b = text.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| {
+        b[from..to]
+            .iter()
+            .try_fold(0i64, |n, &c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
+    };
+    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    // A leap second (`:60`) is left to jiff, as is every other out-of-range field.
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+    Timestamp::from_second(seconds).ok()
+}
+
+/// Appends `t` as RFC 3339 in UTC, exactly as jiff's `Display` writes it, taking a short
+/// path for whole seconds in years 0 to 9999 (every time S3 lists).
+pub fn push_timestamp(t: Timestamp, out: &mut String) {
+    let seconds = t.as_second();
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    if t.subsec_nanosecond() != 0 || !(0..=9999).contains(&year) {
+        use std::fmt::Write;
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{t}");
+        return;
+    }
+    let mut buf = *b"0000-00-00T00:00:00Z";
+    let mut put = |at: usize, width: usize, mut n: i64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, of_day / 3_600);
+    put(14, 2, of_day / 60 % 60);
+    put(17, 2, of_day % 60);
+    out.push_str(std::str::from_utf8(&buf).expect("ASCII digits and separators"));
+}
+
+fn is_leap_year(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (month 1-12), counted in 400-year
+/// eras of 146,097 days with the year starting in March, so that February's length only
+/// matters at the year's end.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The inverse of [`days_from_civil`]: (year, month 1-12, day 1-31).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let m = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * m + 2) / 5 + 1;
+    let month = if m < 10 { m + 3 } else { m - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// Why an `s3://` location could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LocationError {
@@ -160,7 +258,14 @@ impl Location {
     pub fn join(&self, rel: Relative<'_>) -> String {
         match rel {
             Relative::Exact => self.prefix.trim_end_matches('/').to_owned(),
-            Relative::Under(rest) => format!("{}{}", self.dir(), rest),
+            Relative::Under(rest) => {
+                // Called once per key when planning: one allocation, no formatting machinery.
+                let dir = self.dir();
+                let mut key = String::with_capacity(dir.len() + rest.len());
+                key.push_str(&dir);
+                key.push_str(rest);
+                key
+            }
         }
     }
 
@@ -217,6 +322,8 @@ impl FromStr for Location {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn loc(s: &str) -> Location {
@@ -294,6 +401,69 @@ mod tests {
         assert!(loc("s3://bkt").overlaps(&loc("s3://bkt/a")));
         assert!(!loc("s3://bkt/a").overlaps(&loc("s3://bkt/ab")));
         assert!(!loc("s3://bkt/a").overlaps(&loc("s3://cat/a")));
+    }
+
+    /// Whole-second times across jiff's range, and the text jiff writes for them.
+    fn whole_seconds() -> impl Strategy<Value = Timestamp> {
+        (Timestamp::MIN.as_second() + 1..Timestamp::MAX.as_second()).prop_map(|s| Timestamp::from_second(s).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn timestamp_fast_paths_agree_with_jiff(t in whole_seconds(), nanos in 0..1_000_000_000i32) {
+            let text = t.to_string();
+            let mut pushed = String::new();
+            push_timestamp(t, &mut pushed);
+            prop_assert_eq!(&pushed, &text);
+            if let Some(parsed) = parse_timestamp_fast(&text) {
+                prop_assert_eq!(parsed, t);
+            }
+            let fraction = Timestamp::new(t.as_second(), nanos).unwrap();
+            let mut pushed = String::new();
+            push_timestamp(fraction, &mut pushed);
+            prop_assert_eq!(pushed, fraction.to_string());
+        }
+
+        #[test]
+        fn timestamp_fast_parse_agrees_with_jiff_on_any_digits(
+            year in 0..10_000i64, month in 0..14i64, day in 0..33i64,
+            hour in 0..26i64, minute in 0..62i64, second in 0..62i64,
+        ) {
+            let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z");
+            let by_jiff = text.parse::<Timestamp>().ok();
+            match parse_timestamp_fast(&text) {
+                Some(t) => prop_assert_eq!(Some(t), by_jiff, "{}", text),
+                // The fast path declines only what jiff rejects or reads specially.
+                None => prop_assert!(by_jiff.is_none() || second == 60, "{}", text),
+            }
+        }
+    }
+
+    #[test]
+    fn timestamp_fast_parse_takes_s3_times_and_declines_other_shapes() {
+        for text in [
+            "2026-01-02T03:04:05Z",
+            "1970-01-01T00:00:00Z",
+            "2024-02-29T23:59:59Z",
+            "0000-03-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_timestamp_fast(text), Some(text.parse().unwrap()), "{text}");
+        }
+        for text in [
+            "2026-01-02T03:04:05.5Z",
+            "2026-01-02T03:04:05+00:00",
+            "2026-01-02t03:04:05z",
+            "2026-01-02 03:04:05Z",
+            "2025-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-01-02T24:00:00Z",
+            "2016-12-31T23:59:60Z",
+            "+2026-01-02T03:04:05Z",
+            "2026-01-0aT03:04:05Z",
+            "",
+        ] {
+            assert_eq!(parse_timestamp_fast(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -191,18 +191,25 @@ where
             }
             Some(Ok(record)) => record,
         };
-        match &self.last_key {
+        match &mut self.last_key {
             // Keys arrive in UTF-8 byte order, which is `str`'s order; a key seen again
             // after a greater one means the listing is unsorted or not contiguous.
-            Some(prev) if record.key.as_str() < prev.as_str() => {
-                return Err(ReconcileError::OutOfOrder {
-                    side: self.side,
-                    prev: prev.clone(),
-                    next: record.key,
-                });
-            }
-            Some(prev) if *prev == record.key => {}
-            _ => self.last_key = Some(record.key.clone()),
+            Some(prev) => match record.key.as_str().cmp(prev.as_str()) {
+                Ordering::Less => {
+                    return Err(ReconcileError::OutOfOrder {
+                        side: self.side,
+                        prev: prev.clone(),
+                        next: record.key,
+                    });
+                }
+                Ordering::Equal => {}
+                // The buffer is reused: a new key costs a copy, not an allocation.
+                Ordering::Greater => {
+                    prev.clear();
+                    prev.push_str(&record.key);
+                }
+            },
+            None => self.last_key = Some(record.key.clone()),
         }
         Ok(Some(record))
     }
@@ -233,7 +240,13 @@ where
                         group = Some(Group {
                             mapped,
                             key: record.key.clone(),
-                            versions: vec![record],
+                            // Room for a few versions: most keys have one to three, and
+                            // growing from one moves them each time.
+                            versions: {
+                                let mut versions = Vec::with_capacity(4);
+                                versions.push(record);
+                                versions
+                            },
                         });
                     }
                 }

@@ -7,7 +7,9 @@
 
 use std::path::PathBuf;
 
-use futures::{Stream, StreamExt};
+use futures::future::Either;
+use futures::stream::{Buffered, Then};
+use futures::{Future, Stream, StreamExt};
 
 use crate::error::Error;
 use crate::inventory::{InventoryError, InventoryReader};
@@ -37,11 +39,68 @@ pub enum SideError {
 
 type Records = std::pin::Pin<Box<dyn Stream<Item = Result<VersionRecord, SideError>> + Send>>;
 
+/// Records per message from an inventory's reading thread: enough that the channel costs
+/// little per record, few enough that memory stays flat.
+const INVENTORY_BATCH: usize = 1024;
+
+/// An inventory's records, read and parsed on a thread of its own: from inventories that
+/// is most of planning's work, so it runs beside the join and the planner. The channel
+/// holds two batches, which keeps memory flat; the thread ends at the end of the file,
+/// after the first error (the reader yields nothing after one), or when the stream is
+/// dropped (its next send fails).
 fn inventory_stream(path: PathBuf) -> Result<Records, Error> {
     let reader = InventoryReader::open(&path)?;
-    Ok(Box::pin(futures::stream::iter(
-        reader.map(|r| r.map_err(SideError::from)),
-    )))
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Result<VersionRecord, InventoryError>>>(2);
+    std::thread::Builder::new()
+        .name("inventory".to_owned())
+        .spawn(move || {
+            let mut batch = Vec::with_capacity(INVENTORY_BATCH);
+            for item in reader {
+                batch.push(item);
+                if batch.len() == INVENTORY_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(INVENTORY_BATCH));
+                    if tx.blocking_send(full).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                // A receiver gone by now wants nothing more.
+                let _ = tx.blocking_send(batch);
+            }
+        })
+        .map_err(|source| InventoryError::Open { path, source })?;
+    Ok(Box::pin(InventoryRecords {
+        rx,
+        batch: Vec::new().into_iter(),
+    }))
+}
+
+/// The receiving end of an inventory's reading thread, one record at a time. A stream of
+/// its own rather than `unfold` and `flat_map`: each layer of those moves every record
+/// once more, which showed in the profile.
+struct InventoryRecords {
+    rx: tokio::sync::mpsc::Receiver<Vec<Result<VersionRecord, InventoryError>>>,
+    batch: std::vec::IntoIter<Result<VersionRecord, InventoryError>>,
+}
+
+impl Stream for InventoryRecords {
+    type Item = Result<VersionRecord, SideError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        loop {
+            if let Some(item) = self.batch.next() {
+                return std::task::Poll::Ready(Some(item.map_err(SideError::from)));
+            }
+            match std::task::ready!(self.rx.poll_recv(cx)) {
+                Some(batch) => self.batch = batch.into_iter(),
+                None => return std::task::Poll::Ready(None),
+            }
+        }
+    }
 }
 
 fn source_records(input: &SideInput<'_, SourceClient>, loc: &Location, list: ListConfig) -> Result<Records, Error> {
@@ -147,7 +206,7 @@ where
         },
     );
     // Keys whose decision needs a read (archived versions, --metadata) are worked on
-    // concurrently; `buffered` keeps plan order.
+    // concurrently; both ways keep plan order.
     let planned = joined
         .map(|item| async move {
             match item.map_err(join_error)? {
@@ -157,24 +216,26 @@ where
                     // All-versions keeps history order: once a version stays archived (or
                     // pending), the later ones wait for it even where their own archive
                     // restore has finished.
+                    // The reads are boxed: inline, they would make every key's future (moved
+                    // into the stream per key) as large as an S3 request's.
                     let mut waiting = false;
                     for action in &mut actions {
                         if action.action == ActionKind::Archived
                             && !waiting
                             && let Some(client) = source_client
                         {
-                            resolve_archived(client, &source.bucket, &diff.source, cfg, action).await?;
+                            Box::pin(resolve_archived(client, &source.bucket, &diff.source, cfg, action)).await?;
                         }
                         waiting |= matches!(action.action, ActionKind::Archived | ActionKind::Pending);
                         if let Some((s, d)) = clients {
-                            compare_metadata(s, d, source, dest, &diff, cfg, action).await?;
+                            Box::pin(compare_metadata(s, d, source, dest, &diff, cfg, action)).await?;
                         }
                     }
                     Ok(Some((diff, actions)))
                 }
             }
         })
-        .buffered(16);
+        .in_plan_order(source_client.is_some());
     let mut planned = std::pin::pin!(planned);
     let mut summary = PlanSummary::new(None);
     while let Some(item) = planned.next().await {
@@ -188,6 +249,29 @@ where
     }
     Ok(summary)
 }
+
+/// Runs each key's planning future, in plan order.
+trait InPlanOrder: Stream + Sized
+where
+    Self::Item: Future,
+{
+    /// `buffered` when keys may need reads; one after another when they cannot (nothing
+    /// to read from inventories): every future is then ready at once, and `then` spares
+    /// the task `buffered` allocates per key.
+    #[allow(clippy::type_complexity)]
+    fn in_plan_order(
+        self,
+        reads: bool,
+    ) -> Either<Buffered<Self>, Then<Self, Self::Item, fn(Self::Item) -> Self::Item>> {
+        if reads {
+            Either::Left(self.buffered(16))
+        } else {
+            Either::Right(self.then(std::convert::identity as fn(_) -> _))
+        }
+    }
+}
+
+impl<S: Stream> InPlanOrder for S where S::Item: Future {}
 
 /// `--metadata`: a version whose content matches but whose headers, user metadata or tags
 /// differ becomes a copy (latest mode: recreating an old version would break the
