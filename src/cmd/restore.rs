@@ -75,6 +75,8 @@ pub struct RestoreCmdConfig {
     pub sample: Option<u64>,
     /// `--metadata`: compare headers, metadata and tags of matching versions.
     pub metadata: bool,
+    /// `--engine batch-operations`: the Batch settings.
+    pub batch: Option<crate::batch::run::BatchConfig>,
 }
 
 impl RestoreCmdConfig {
@@ -83,9 +85,24 @@ impl RestoreCmdConfig {
     /// # Errors
     /// A bad URL or value.
     pub fn try_from_args(args: RestoreArgs, global: &GlobalArgs, now: jiff::Timestamp) -> Result<Self, CliError> {
-        if args.engine == EngineArg::BatchOperations {
-            return Err(CliError::NotImplemented("--engine batch-operations"));
-        }
+        let batch = if args.engine == EngineArg::BatchOperations {
+            Some(batch_config(&args, global)?)
+        } else {
+            for (flag, given) in [
+                ("--batch-role-arn", args.batch_role_arn.is_some()),
+                ("--batch-work", args.batch_work.is_some()),
+                ("--account-id", args.account_id.is_some()),
+                ("--batch-endpoint-url", args.batch_endpoint_url.is_some()),
+            ] {
+                if given {
+                    return Err(CliError::Invalid {
+                        flag,
+                        message: "goes with --engine batch-operations".into(),
+                    });
+                }
+            }
+            None
+        };
         let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if concurrency == 0 {
             return Err(CliError::Invalid {
@@ -155,8 +172,63 @@ impl RestoreCmdConfig {
             command: "restore",
             sample: None,
             metadata: args.target.metadata,
+            batch,
         })
     }
+}
+
+/// Validates the Batch flags: a role, a work location off the source bucket and off the
+/// destination location, a 12-digit account id where given.
+fn batch_config(args: &RestoreArgs, global: &GlobalArgs) -> Result<crate::batch::run::BatchConfig, CliError> {
+    let role_arn = args.batch_role_arn.clone().ok_or(CliError::Invalid {
+        flag: "--batch-role-arn",
+        message: "is needed with --engine batch-operations (the IAM role the jobs assume)".into(),
+    })?;
+    if !role_arn.starts_with("arn:") {
+        return Err(CliError::Invalid {
+            flag: "--batch-role-arn",
+            message: format!("{role_arn} is not an ARN"),
+        });
+    }
+    let work_url = args.batch_work.clone().ok_or(CliError::Invalid {
+        flag: "--batch-work",
+        message: "is needed with --engine batch-operations (s3://BUCKET/PREFIX for manifests and reports)".into(),
+    })?;
+    let work = parse_location("--batch-work", &work_url)?;
+    let source = parse_location("--source", &args.source)?;
+    let dest = parse_location("--dest", &args.dest)?;
+    if work.bucket == source.bucket {
+        return Err(CliError::Invalid {
+            flag: "--batch-work",
+            message: "must not be in the source bucket: the replica is never written".into(),
+        });
+    }
+    if work.overlaps(&dest) {
+        return Err(CliError::Invalid {
+            flag: "--batch-work",
+            message: format!(
+                "{work} overlaps the destination {dest}: manifests and reports would land among the restored keys"
+            ),
+        });
+    }
+    if let Some(id) = &args.account_id
+        && (id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(CliError::Invalid {
+            flag: "--account-id",
+            message: format!("{id} is not a 12-digit AWS account id"),
+        });
+    }
+    Ok(crate::batch::run::BatchConfig {
+        role_arn,
+        work,
+        control: crate::s3::control::ControlConfig {
+            s3: args.conn.s3_config(Side::Dest, global),
+            endpoint_url: args.batch_endpoint_url.clone(),
+            account_id: args.account_id.clone(),
+        },
+        priority: 10,
+    })
 }
 
 /// One row of `restore.csv`.
@@ -353,6 +425,8 @@ pub struct RestoreRun {
     pub full_writes: (u64, u64),
     /// The newest source version or delete marker the plan saw.
     pub newest_source: Option<jiff::Timestamp>,
+    /// With `--engine batch-operations`: the split's figures and the jobs' ends.
+    pub batch: Option<serde_json::Value>,
 }
 
 impl RestoreRun {
@@ -379,6 +453,11 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
         let mut report = Summary::new("restore", ctx.started, ctx.args.clone());
         super::summary_counts(&run.plan, &mut report);
         report.extra.insert("dry_run".into(), true.into());
+        if let Some(b) = &run.batch {
+            report
+                .extra
+                .insert("batch_operations".into(), serde_json::json!({ "split": b }));
+        }
         let path = report.write(dir).map_err(Error::Report)?;
         println!("{}\n{}", dir.file("plan.csv").display(), path.display());
         println!(
@@ -457,6 +536,9 @@ pub fn restore_summary(run: &RestoreRun, report: &mut Summary) {
         .insert("state_dir".into(), run.state_path.display().to_string().into());
     report.extra.insert("resumed".into(), run.resumed.into());
     report.extra.insert("interrupted".into(), run.interrupted.into());
+    if let Some(b) = &run.batch {
+        report.extra.insert("batch_operations".into(), b.clone());
+    }
 }
 
 /// Plans (or resumes, or reads `--plan`), asks, executes and writes `plan.csv` and
@@ -555,6 +637,19 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
     let writes_n = writes.len() as u64;
     let write_bytes: u64 = writes.iter().map(|a| a.size_bytes.unwrap_or(0)).sum();
 
+    // The Batch split, shown before the question (a resumed run splits what is left, below).
+    let mut split = None;
+    if cfg.batch.is_some() && resumed.is_none() {
+        let all: Vec<(u64, PlannedAction)> = actions
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, a)| (i as u64, a))
+            .collect();
+        let s = batch_split(&source, &engine_cfg, &all).await;
+        ctx.say(&s.describe());
+        split = Some(s);
+    }
     if cfg.dry_run {
         return Ok(RestoreRun {
             dir,
@@ -571,6 +666,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
             sampled_keys: None,
             full_writes,
             newest_source,
+            batch: split.as_ref().map(|s| s.to_json()),
         });
     }
     if resumed.is_none() && !writes.is_empty() && !cfg.yes {
@@ -630,7 +726,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
                 duration_ms: o.duration_ms,
                 error: o.error.clone(),
             };
-            write_row(&mut csv, a, &outcome).map_err(Error::Report)?;
+            write_row(&mut csv, a, &outcome, o.engine.as_deref().unwrap_or("local")).map_err(Error::Report)?;
             let c = counts.entry(status.as_str()).or_default();
             c.0 += 1;
             c.1 += a.size_bytes.unwrap_or(0);
@@ -638,15 +734,49 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
     }
 
     let exec_started = std::time::Instant::now();
-    let run_cancel = ctx.cancel.child_token();
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
-    let engine = Engine::new(source.clone(), dest.clone(), engine_cfg, tx, run_cancel.clone());
-    let todo: Vec<(u64, PlannedAction)> = actions
+    let mut todo: Vec<(u64, PlannedAction)> = actions
         .iter()
         .enumerate()
         .filter(|(i, _)| !finished.contains_key(&(*i as u64)))
         .map(|(i, a)| (i as u64, a.clone()))
         .collect();
+    let mut batch_report = None;
+    if let Some(bcfg) = &cfg.batch {
+        let split = match split.take() {
+            Some(s) => s,
+            None => {
+                let s = batch_split(&source, &engine_cfg, &todo).await;
+                ctx.say(&s.describe());
+                s
+            }
+        };
+        let mut rec = Recorder {
+            journal: &journal,
+            csv: &mut csv,
+            counts: &mut counts,
+        };
+        let phase = run_batch_phase(
+            bcfg,
+            &split,
+            &source,
+            &dest,
+            &engine_cfg,
+            cfg,
+            &actions,
+            &loaded.batch_jobs,
+            ctx,
+            &mut rec,
+        )
+        .await?;
+        todo.retain(|(i, _)| phase.local.contains(i));
+        batch_report = Some(serde_json::json!({
+            "split": split.to_json(),
+            "jobs": phase.jobs,
+        }));
+    }
+    let run_cancel = ctx.cancel.child_token();
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let engine = Engine::new(source.clone(), dest.clone(), engine_cfg, tx, run_cancel.clone());
     let todo_writes = todo.iter().filter(|(_, a)| a.action.writes()).count() as u64;
     let progress = Progress::bar("restore", todo_writes, "objects");
     let limit = engine.limit().clone();
@@ -678,10 +808,11 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
                             duration_ms: outcome.duration_ms,
                             etag_dest: outcome.etag_dest.clone(),
                             error: outcome.error.clone(),
+                            engine: None,
                         }))
                         .await
                         .map_err(state_error)?;
-                    write_row(&mut csv, &action, &outcome).map_err(Error::Report)?;
+                    write_row(&mut csv, &action, &outcome, "local").map_err(Error::Report)?;
                     let c = counts.entry(outcome.status.as_str()).or_default();
                     c.0 += 1;
                     c.1 += action.size_bytes.unwrap_or(0);
@@ -753,6 +884,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
         sampled_keys: cfg.sample.map(|_| actions.iter().map(|a| a.key.clone()).collect()),
         full_writes,
         newest_source,
+        batch: batch_report,
     })
 }
 
@@ -801,7 +933,7 @@ fn sample_keys(
     (kept, summary)
 }
 
-fn write_row(csv: &mut CsvReport, a: &PlannedAction, o: &ActionOutcome) -> Result<(), ReportError> {
+fn write_row(csv: &mut CsvReport, a: &PlannedAction, o: &ActionOutcome, engine: &str) -> Result<(), ReportError> {
     csv.write(&RestoreRow {
         key: &a.key,
         source_version_id: &a.source_version_id,
@@ -815,7 +947,7 @@ fn write_row(csv: &mut CsvReport, a: &PlannedAction, o: &ActionOutcome) -> Resul
         attempts: o.attempts,
         duration_ms: o.duration_ms,
         error: o.error.as_deref().unwrap_or(""),
-        engine: "local",
+        engine,
     })
 }
 
@@ -884,5 +1016,255 @@ async fn abort_stray_uploads(
             }
         }
         Err(e) => warn!(error = %e, "could not list open multipart uploads"),
+    }
+}
+
+/// Where outcomes go: the journal first, then `restore.csv` and the counts.
+struct Recorder<'a> {
+    journal: &'a JournalWriter,
+    csv: &'a mut CsvReport,
+    counts: &'a mut BTreeMap<&'static str, (u64, u64)>,
+}
+
+impl Recorder<'_> {
+    async fn record(&mut self, idx: u64, a: &PlannedAction, o: &ActionOutcome, engine: &str) -> Result<(), Error> {
+        self.journal
+            .record(JournalEntry::Outcome(OutcomeEntry {
+                idx,
+                key: a.key.clone(),
+                source_version_id: a.source_version_id.clone(),
+                dest_key: a.dest_key.clone(),
+                dest_version_id: o.dest_version_id.clone(),
+                status: o.status.as_str().to_owned(),
+                attempts: o.attempts,
+                duration_ms: o.duration_ms,
+                etag_dest: o.etag_dest.clone(),
+                error: o.error.clone(),
+                engine: Some(engine.to_owned()).filter(|e| *e != "local"),
+            }))
+            .await
+            .map_err(state_error)?;
+        write_row(self.csv, a, o, engine).map_err(Error::Report)?;
+        let c = self.counts.entry(o.status.as_str()).or_default();
+        c.0 += 1;
+        c.1 += a.size_bytes.unwrap_or(0);
+        Ok(())
+    }
+}
+
+/// Splits `todo` for the Batch engine. Where grants are copied, each copy candidate's
+/// ACL is read (one GetObjectAcl, as the local engine would) to tell the versions whose
+/// grants a job cannot carry.
+async fn batch_split(
+    source: &SourceClient,
+    engine_cfg: &EngineConfig,
+    todo: &[(u64, PlannedAction)],
+) -> crate::batch::Split {
+    use futures::StreamExt;
+    let rules = crate::batch::SplitRules {
+        source: engine_cfg.source.clone(),
+        dest: engine_cfg.dest.clone(),
+        object_lock: engine_cfg.copy_lock,
+    };
+    let mut with_grants: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    if engine_cfg.copy_acls && !engine_cfg.copy_lock {
+        let candidates = todo.iter().filter(|(_, a)| {
+            matches!(a.action, ActionKind::Copy | ActionKind::MultipartCopy)
+                && !a.etag.as_deref().is_some_and(|e| e.contains('-'))
+                && a.size_bytes.unwrap_or(0) <= crate::batch::BATCH_COPY_MAX_BYTES
+        });
+        let bucket = &engine_cfg.source.bucket;
+        let found: Vec<(u64, bool)> = futures::stream::iter(candidates)
+            .map(|(i, a)| async move {
+                let needs = match source.get_acl(bucket, &a.key, &a.source_version_id).await {
+                    // A private ACL (the owner's FULL_CONTROL alone) is what a copy made by
+                    // the job's account gets anyway.
+                    Ok(grants) => {
+                        !(grants.len() <= 1
+                            && grants.iter().all(|g| {
+                                matches!(g.grantee, crate::s3::ops::Grantee::Id(_)) && g.permission == "FULL_CONTROL"
+                            }))
+                    }
+                    // Unreadable: the local engine decides (and reports) it.
+                    Err(e) => {
+                        warn!(key = %a.key, error = %e, "cannot read the ACL: the version stays local");
+                        true
+                    }
+                };
+                (*i, needs)
+            })
+            .buffer_unordered(engine_cfg.concurrency.clamp(1, 64))
+            .collect()
+            .await;
+        with_grants = found.into_iter().filter(|(_, n)| *n).map(|(i, _)| i).collect();
+    }
+    crate::batch::split(
+        todo,
+        &rules,
+        |i| with_grants.contains(&i),
+        |a| engine_cfg.storage_class.class_for(&a.key, a.storage_class.as_deref()),
+    )
+}
+
+/// What the Batch phase leaves to the local engine.
+struct BatchPhase {
+    /// Plan rows the local engine runs: the split's local share and failed tasks.
+    local: std::collections::HashSet<u64>,
+    /// Each job's id and end, for summary.json.
+    jobs: Vec<serde_json::Value>,
+}
+
+/// Runs the split's jobs one after another (generation order), merging each job's report
+/// into the journal and `restore.csv`.
+///
+/// A failed task and every later version of its key go to the local engine (after the
+/// jobs, so a key's versions keep their order). A job that fails outright ends the Batch
+/// phase: its tasks without a result, and every write after them of the same keys, are
+/// reported failed and left for the operator (a rerun makes a new job); other keys' local
+/// work still runs. Ctrl-C leaves the job running and the local engine unstarted.
+#[allow(clippy::too_many_arguments)]
+async fn run_batch_phase(
+    bcfg: &crate::batch::run::BatchConfig,
+    split: &crate::batch::Split,
+    source: &SourceClient,
+    dest: &DestClient,
+    engine_cfg: &EngineConfig,
+    cfg: &RestoreCmdConfig,
+    actions: &[PlannedAction],
+    known: &[crate::state::BatchJobEntry],
+    ctx: &RunContext,
+    rec: &mut Recorder<'_>,
+) -> Result<BatchPhase, Error> {
+    use crate::batch::run::{BatchError, ENGINE, JobContext, run_job};
+    let _ = source;
+    let mut local: std::collections::HashSet<u64> = split.local.iter().map(|(i, _)| *i).collect();
+    let mut jobs_json = Vec::new();
+    if split.jobs.is_empty() {
+        return Ok(BatchPhase { local, jobs: jobs_json });
+    }
+    let control = crate::s3::control::ControlClient::connect(&bcfg.control)
+        .await
+        .map_err(Error::Setup)?;
+    let jctx = JobContext {
+        control: &control,
+        dest,
+        cfg: bcfg,
+        source: &cfg.source,
+        dest_loc: &cfg.dest,
+        sse: &engine_cfg.sse,
+        actions,
+        journal: rec.journal,
+        cancel: &ctx.cancel,
+        known,
+        concurrency: engine_cfg.concurrency,
+    };
+    let batch_err = |e: BatchError| match e {
+        BatchError::State(e) => state_error(e),
+        BatchError::S3(e) => Error::S3(e),
+        other => Error::S3Listing(other.to_string()),
+    };
+    // Keys whose later versions may no longer go into jobs.
+    let mut diverted: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut stopped: Option<String> = None;
+    let mut created: Vec<String> = Vec::new();
+    for (n, job) in split.jobs.iter().enumerate() {
+        let mut job = job.clone();
+        let (keep, moved): (Vec<u64>, Vec<u64>) = job
+            .tasks
+            .iter()
+            .partition(|i| !diverted.contains(actions[**i as usize].dest_key.as_str()));
+        job.tasks = keep;
+        if let Some(why) = &stopped {
+            for i in job.tasks.iter().chain(&moved) {
+                let o = failed_outcome(format!("not started: {why}"));
+                rec.record(*i, &actions[*i as usize], &o, ENGINE).await?;
+            }
+            continue;
+        }
+        local.extend(moved);
+        if job.tasks.is_empty() {
+            continue;
+        }
+        let out = run_job(&jctx, n as u32, &job).await.map_err(batch_err)?;
+        let job_id = out.job_id.clone().unwrap_or_default();
+        created.push(job_id.clone());
+        if out.interrupted {
+            eprintln!(
+                "interrupted: batch job {job_id} keeps running. To follow it and finish the restore, run the same command again; to cancel it:\n  aws s3control update-job-status --account-id {} --job-id {job_id} --requested-job-status Cancelled",
+                control.account_id()
+            );
+            local.clear();
+            return Ok(BatchPhase { local, jobs: jobs_json });
+        }
+        let mut done: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        for (i, o) in &out.done {
+            rec.record(*i, &actions[*i as usize], o, ENGINE).await?;
+            done.insert(*i);
+        }
+        jobs_json.push(serde_json::json!({
+            "job_id": job_id,
+            "generation": job.generation,
+            "storage_class": job.storage_class,
+            "tasks": job.tasks.len(),
+            "succeeded": out.done.len(),
+            "failed_tasks": out.failed_tasks.len(),
+            "failure": out.job_failure,
+        }));
+        match &out.job_failure {
+            Some(reason) => {
+                let why = format!("batch job {job_id} failed ({reason})");
+                eprintln!(
+                    "{why}: its {} unfinished tasks are reported failed and not copied locally; fix the cause and run the same command again (a new job is created)",
+                    job.tasks.len() - done.len()
+                );
+                for i in &job.tasks {
+                    if !done.contains(i) {
+                        rec.record(*i, &actions[*i as usize], &failed_outcome(why.clone()), ENGINE)
+                            .await?;
+                        diverted.insert(actions[*i as usize].dest_key.as_str());
+                    }
+                }
+                stopped = Some(why);
+            }
+            None => {
+                for (i, why) in &out.failed_tasks {
+                    warn!(key = %actions[*i as usize].key, error = %why, "batch task failed: retried by the local engine");
+                    local.insert(*i);
+                    diverted.insert(actions[*i as usize].dest_key.as_str());
+                }
+            }
+        }
+    }
+    if let Some(why) = &stopped {
+        // Later writes of keys whose batch copies did not happen would come out of order.
+        let blocked: Vec<u64> = local
+            .iter()
+            .copied()
+            .filter(|i| diverted.contains(actions[*i as usize].dest_key.as_str()))
+            .collect();
+        let mut blocked = blocked;
+        blocked.sort_unstable();
+        for i in blocked {
+            local.remove(&i);
+            rec.record(
+                i,
+                &actions[i as usize],
+                &failed_outcome(format!("not started: {why}")),
+                "local",
+            )
+            .await?;
+        }
+    }
+    Ok(BatchPhase { local, jobs: jobs_json })
+}
+
+fn failed_outcome(error: String) -> ActionOutcome {
+    ActionOutcome {
+        status: Status::Failed,
+        dest_version_id: None,
+        etag_dest: None,
+        attempts: 0,
+        duration_ms: 0,
+        error: Some(error),
     }
 }
