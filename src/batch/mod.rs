@@ -471,7 +471,17 @@ mod tests {
         use ActionKind::*;
         // (action, size, etag, grants, lock, source prefix, dest prefix, expected)
         let big = BATCH_COPY_MAX_BYTES;
-        let table: Vec<(ActionKind, u64, &str, bool, bool, &str, &str, Option<LocalReason>)> = vec![
+        type Row = (
+            ActionKind,
+            u64,
+            &'static str,
+            bool,
+            bool,
+            &'static str,
+            &'static str,
+            Option<LocalReason>,
+        );
+        let table: Vec<Row> = vec![
             (Copy, 10, "abc", false, false, "", "", None),
             (Copy, big, "abc", false, false, "", "", None),
             (MultipartCopy, big, "abc", false, false, "", "", None),

@@ -758,7 +758,6 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
         let phase = run_batch_phase(
             bcfg,
             &split,
-            &source,
             &dest,
             &engine_cfg,
             cfg,
@@ -1126,7 +1125,6 @@ struct BatchPhase {
 async fn run_batch_phase(
     bcfg: &crate::batch::run::BatchConfig,
     split: &crate::batch::Split,
-    source: &SourceClient,
     dest: &DestClient,
     engine_cfg: &EngineConfig,
     cfg: &RestoreCmdConfig,
@@ -1136,7 +1134,6 @@ async fn run_batch_phase(
     rec: &mut Recorder<'_>,
 ) -> Result<BatchPhase, Error> {
     use crate::batch::run::{BatchError, ENGINE, JobContext, run_job};
-    let _ = source;
     let mut local: std::collections::HashSet<u64> = split.local.iter().map(|(i, _)| *i).collect();
     let mut jobs_json = Vec::new();
     if split.jobs.is_empty() {

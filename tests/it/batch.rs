@@ -94,11 +94,14 @@ fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
     reader.deserialize().map(|r| r.expect("row")).collect()
 }
 
+/// A key's entries newest first as (delete marker, etag, size), and its latest grants.
+type KeyState = (Vec<(bool, Option<String>, u64)>, Vec<String>);
+
 /// Per key: the entries newest first as (delete marker, etag, size), and the grants of
 /// the latest version: what "the same primary state" means here (version ids and times
 /// are the server's).
-async fn state_of(client: &Client, bucket: &str) -> BTreeMap<String, (Vec<(bool, Option<String>, u64)>, Vec<String>)> {
-    let mut out: BTreeMap<String, (Vec<(bool, Option<String>, u64)>, Vec<String>)> = BTreeMap::new();
+async fn state_of(client: &Client, bucket: &str) -> BTreeMap<String, KeyState> {
+    let mut out: BTreeMap<String, KeyState> = BTreeMap::new();
     for v in list_all_versions(client, bucket, "").await {
         let entry = out.entry(v.key.clone()).or_default();
         entry.0.push((v.is_delete_marker, v.etag.clone(), v.size_bytes));
