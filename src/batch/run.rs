@@ -188,14 +188,53 @@ pub async fn run_job(ctx: &JobContext<'_>, index: u32, job: &JobPlan) -> Result<
             id
         }
     };
+    let by_task: HashMap<(&str, &str), u64> = job
+        .tasks
+        .iter()
+        .map(|i| {
+            let a = &ctx.actions[*i as usize];
+            ((a.key.as_str(), a.source_version_id.as_str()), *i)
+        })
+        .collect();
+    follow_and_collect(ctx, &job_id, &token, &base, index, &by_task, Some(&job.tasks)).await
+}
+
+/// Follows a job the interrupted run created (recorded in the journal) and merges what its
+/// report says about `pending` plan rows (source key and version → row): the tasks it
+/// made are not made again by a job of this run, whatever shape this run's split takes.
+///
+/// # Errors
+/// As [`run_job`].
+pub async fn merge_known_job(
+    ctx: &JobContext<'_>,
+    known: &BatchJobEntry,
+    pending: &HashMap<(&str, &str), u64>,
+) -> Result<JobOutcome, BatchError> {
+    let Some(job_id) = &known.job_id else {
+        return Ok(JobOutcome::default());
+    };
+    eprintln!("following batch job {job_id} (created by the interrupted run)");
+    follow_and_collect(ctx, job_id, &known.token, &known.base, known.index, pending, None).await
+}
+
+/// Follows `job_id` to its end and reads its report into outcomes for the rows of
+/// `by_task`; with `expected`, a row the report leaves out is a failed task.
+async fn follow_and_collect(
+    ctx: &JobContext<'_>,
+    job_id: &str,
+    token: &str,
+    base: &str,
+    index: u32,
+    by_task: &HashMap<(&str, &str), u64>,
+    expected: Option<&[u64]>,
+) -> Result<JobOutcome, BatchError> {
+    let job_id = job_id.to_owned();
     let mut out = JobOutcome {
         job_id: Some(job_id.clone()),
         ..JobOutcome::default()
     };
-    let Some(state) = follow(ctx, &job_id, job.tasks.len() as u64)
-        .await
-        .map_err(BatchError::S3)?
-    else {
+    let total = expected.map(|e| e.len() as u64).unwrap_or(0);
+    let Some(state) = follow(ctx, &job_id, total).await.map_err(BatchError::S3)? else {
         out.interrupted = true;
         return Ok(out);
     };
@@ -211,19 +250,13 @@ pub async fn run_job(ctx: &JobContext<'_>, index: u32, job: &JobPlan) -> Result<
         }
         Err(e) => return Err(e),
     };
-    let by_task: HashMap<(&str, &str), u64> = job
-        .tasks
-        .iter()
-        .map(|i| {
-            let a = &ctx.actions[*i as usize];
-            ((a.key.as_str(), a.source_version_id.as_str()), *i)
-        })
-        .collect();
     let mut seen: HashSet<u64> = HashSet::new();
     let mut succeeded = Vec::new();
     for r in &results {
         let Some(idx) = by_task.get(&(r.key.as_str(), r.version_id.as_str())) else {
-            warn!(job_id = %job_id, key = %r.key, "the completion report names a task the manifest does not hold");
+            if expected.is_some() {
+                warn!(job_id = %job_id, key = %r.key, "the completion report names a task the manifest does not hold");
+            }
             continue;
         };
         if !seen.insert(*idx) {
@@ -248,10 +281,19 @@ pub async fn run_job(ctx: &JobContext<'_>, index: u32, job: &JobPlan) -> Result<
         } else {
             format!("{}: {}", state.status, state.reason)
         };
-        record(Some(job_id.clone()), true).await.map_err(BatchError::State)?;
+        ctx.journal
+            .record(JournalEntry::BatchJob(BatchJobEntry {
+                index,
+                token: token.to_owned(),
+                base: base.to_owned(),
+                job_id: Some(job_id.clone()),
+                failed: true,
+            }))
+            .await
+            .map_err(BatchError::State)?;
         out.job_failure = Some(reason);
-    } else {
-        for i in &job.tasks {
+    } else if let Some(expected) = expected {
+        for i in expected {
             if !seen.contains(i) {
                 out.failed_tasks.push((
                     *i,

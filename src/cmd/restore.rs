@@ -742,14 +742,6 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
         .collect();
     let mut batch_report = None;
     if let Some(bcfg) = &cfg.batch {
-        let split = match split.take() {
-            Some(s) => s,
-            None => {
-                let s = batch_split(&source, &engine_cfg, &todo).await;
-                ctx.say(&s.describe());
-                s
-            }
-        };
         let mut rec = Recorder {
             journal: &journal,
             csv: &mut csv,
@@ -757,19 +749,25 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
         };
         let phase = run_batch_phase(
             bcfg,
-            &split,
+            split.take(),
+            &source,
             &dest,
             &engine_cfg,
             cfg,
             &actions,
+            &todo,
             &loaded.batch_jobs,
             ctx,
             &mut rec,
         )
         .await?;
-        todo.retain(|(i, _)| phase.local.contains(i));
+        if phase.interrupted {
+            todo.clear();
+        } else {
+            todo.retain(|(i, _)| !phase.handled.contains(i));
+        }
         batch_report = Some(serde_json::json!({
-            "split": split.to_json(),
+            "split": phase.split,
             "jobs": phase.jobs,
         }));
     }
@@ -1105,16 +1103,47 @@ async fn batch_split(
     )
 }
 
-/// What the Batch phase leaves to the local engine.
+/// What the Batch phase did.
 struct BatchPhase {
-    /// Plan rows the local engine runs: the split's local share and failed tasks.
-    local: std::collections::HashSet<u64>,
+    /// Plan rows whose outcome the Batch phase recorded; the local engine runs the rest
+    /// (its share of the split, failed tasks, and rows that write nothing).
+    handled: std::collections::HashSet<u64>,
+    /// Ctrl-C while following a job: the job runs on, the local engine does not start.
+    interrupted: bool,
+    /// The split's figures.
+    split: serde_json::Value,
     /// Each job's id and end, for summary.json.
     jobs: Vec<serde_json::Value>,
 }
 
-/// Runs the split's jobs one after another (generation order), merging each job's report
-/// into the journal and `restore.csv`.
+/// Jobs an interrupted run created and that did not fail outright, once each.
+fn jobs_to_follow(known: &[crate::state::BatchJobEntry]) -> Vec<&crate::state::BatchJobEntry> {
+    let failed: std::collections::HashSet<&str> = known
+        .iter()
+        .filter(|k| k.failed)
+        .filter_map(|k| k.job_id.as_deref())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    known
+        .iter()
+        .filter(|k| !k.failed)
+        .filter(|k| {
+            k.job_id
+                .as_deref()
+                .is_some_and(|id| !failed.contains(id) && seen.insert(id))
+        })
+        .collect()
+}
+
+fn interrupted_note(job_id: &str, account: &str) {
+    eprintln!(
+        "interrupted: batch job {job_id} keeps running. To follow it and finish the restore, run the same command again; to cancel it:\n  aws s3control update-job-status --account-id {account} --job-id {job_id} --requested-job-status Cancelled"
+    );
+}
+
+/// The Batch phase: follows and merges the jobs an interrupted run created, splits what
+/// is left (unless `split` was made already), and runs the split's jobs one after another
+/// (generation order), merging each job's report into the journal and `restore.csv`.
 ///
 /// A failed task and every later version of its key go to the local engine (after the
 /// jobs, so a key's versions keep their order). A job that fails outright ends the Batch
@@ -1124,26 +1153,38 @@ struct BatchPhase {
 #[allow(clippy::too_many_arguments)]
 async fn run_batch_phase(
     bcfg: &crate::batch::run::BatchConfig,
-    split: &crate::batch::Split,
+    split: Option<crate::batch::Split>,
+    source: &SourceClient,
     dest: &DestClient,
     engine_cfg: &EngineConfig,
     cfg: &RestoreCmdConfig,
     actions: &[PlannedAction],
+    todo: &[(u64, PlannedAction)],
     known: &[crate::state::BatchJobEntry],
     ctx: &RunContext,
     rec: &mut Recorder<'_>,
 ) -> Result<BatchPhase, Error> {
-    use crate::batch::run::{BatchError, ENGINE, JobContext, run_job};
-    let mut local: std::collections::HashSet<u64> = split.local.iter().map(|(i, _)| *i).collect();
+    use crate::batch::run::{BatchError, ENGINE, JobContext, merge_known_job, run_job};
+    let mut handled: std::collections::HashSet<u64> = std::collections::HashSet::new();
     let mut jobs_json = Vec::new();
-    if split.jobs.is_empty() {
-        return Ok(BatchPhase { local, jobs: jobs_json });
-    }
-    let control = crate::s3::control::ControlClient::connect(&bcfg.control)
-        .await
-        .map_err(Error::Setup)?;
-    let jctx = JobContext {
-        control: &control,
+    let follow = jobs_to_follow(known);
+    let needs_control = !follow.is_empty() || split.as_ref().is_none_or(|s| !s.jobs.is_empty());
+    let control = if needs_control {
+        Some(
+            crate::s3::control::ControlClient::connect(&bcfg.control)
+                .await
+                .map_err(Error::Setup)?,
+        )
+    } else {
+        None
+    };
+    let batch_err = |e: BatchError| match e {
+        BatchError::State(e) => state_error(e),
+        BatchError::S3(e) => Error::S3(e),
+        other => Error::S3Listing(other.to_string()),
+    };
+    let jctx = control.as_ref().map(|control| JobContext {
+        control,
         dest,
         cfg: bcfg,
         source: &cfg.source,
@@ -1154,49 +1195,94 @@ async fn run_batch_phase(
         cancel: &ctx.cancel,
         known,
         concurrency: engine_cfg.concurrency,
+    });
+
+    // Jobs of the interrupted run first: what they copied is not copied again.
+    if let Some(jctx) = &jctx
+        && !follow.is_empty()
+    {
+        let pending: std::collections::HashMap<(&str, &str), u64> = todo
+            .iter()
+            .filter(|(_, a)| matches!(a.action, ActionKind::Copy | ActionKind::MultipartCopy))
+            .map(|(i, a)| ((a.key.as_str(), a.source_version_id.as_str()), *i))
+            .collect();
+        for k in follow {
+            let out = merge_known_job(jctx, k, &pending).await.map_err(batch_err)?;
+            let job_id = out.job_id.clone().unwrap_or_default();
+            if out.interrupted {
+                interrupted_note(&job_id, jctx.control.account_id());
+                return Ok(BatchPhase {
+                    handled,
+                    interrupted: true,
+                    split: serde_json::Value::Null,
+                    jobs: jobs_json,
+                });
+            }
+            for (i, o) in &out.done {
+                if handled.insert(*i) {
+                    rec.record(*i, &actions[*i as usize], o, ENGINE).await?;
+                }
+            }
+            jobs_json.push(serde_json::json!({
+                "job_id": job_id,
+                "resumed": true,
+                "succeeded": out.done.len(),
+                "failed_tasks": out.failed_tasks.len(),
+                "failure": out.job_failure,
+            }));
+        }
+    }
+    let split = match split {
+        Some(s) => s,
+        None => {
+            let left: Vec<(u64, PlannedAction)> = todo.iter().filter(|(i, _)| !handled.contains(i)).cloned().collect();
+            let s = batch_split(source, engine_cfg, &left).await;
+            ctx.say(&s.describe());
+            s
+        }
     };
-    let batch_err = |e: BatchError| match e {
-        BatchError::State(e) => state_error(e),
-        BatchError::S3(e) => Error::S3(e),
-        other => Error::S3Listing(other.to_string()),
+    let split_json = split.to_json();
+    let Some(jctx) = &jctx else {
+        return Ok(BatchPhase {
+            handled,
+            interrupted: false,
+            split: split_json,
+            jobs: jobs_json,
+        });
     };
     // Keys whose later versions may no longer go into jobs.
     let mut diverted: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut stopped: Option<String> = None;
-    let mut created: Vec<String> = Vec::new();
     for (n, job) in split.jobs.iter().enumerate() {
         let mut job = job.clone();
-        let (keep, moved): (Vec<u64>, Vec<u64>) = job
-            .tasks
-            .iter()
-            .partition(|i| !diverted.contains(actions[**i as usize].dest_key.as_str()));
-        job.tasks = keep;
+        // Tasks of a diverted key stay out of handled: the local engine runs them.
+        job.tasks
+            .retain(|i| !diverted.contains(actions[*i as usize].dest_key.as_str()));
         if let Some(why) = &stopped {
-            for i in job.tasks.iter().chain(&moved) {
+            for i in &job.tasks {
                 let o = failed_outcome(format!("not started: {why}"));
                 rec.record(*i, &actions[*i as usize], &o, ENGINE).await?;
+                handled.insert(*i);
             }
             continue;
         }
-        local.extend(moved);
         if job.tasks.is_empty() {
             continue;
         }
-        let out = run_job(&jctx, n as u32, &job).await.map_err(batch_err)?;
+        let out = run_job(jctx, n as u32, &job).await.map_err(batch_err)?;
         let job_id = out.job_id.clone().unwrap_or_default();
-        created.push(job_id.clone());
         if out.interrupted {
-            eprintln!(
-                "interrupted: batch job {job_id} keeps running. To follow it and finish the restore, run the same command again; to cancel it:\n  aws s3control update-job-status --account-id {} --job-id {job_id} --requested-job-status Cancelled",
-                control.account_id()
-            );
-            local.clear();
-            return Ok(BatchPhase { local, jobs: jobs_json });
+            interrupted_note(&job_id, jctx.control.account_id());
+            return Ok(BatchPhase {
+                handled,
+                interrupted: true,
+                split: split_json,
+                jobs: jobs_json,
+            });
         }
-        let mut done: std::collections::HashSet<u64> = std::collections::HashSet::new();
         for (i, o) in &out.done {
             rec.record(*i, &actions[*i as usize], o, ENGINE).await?;
-            done.insert(*i);
+            handled.insert(*i);
         }
         jobs_json.push(serde_json::json!({
             "job_id": job_id,
@@ -1211,11 +1297,10 @@ async fn run_batch_phase(
             Some(reason) => {
                 let why = format!("batch job {job_id} failed ({reason})");
                 eprintln!(
-                    "{why}: its {} unfinished tasks are reported failed and not copied locally; fix the cause and run the same command again (a new job is created)",
-                    job.tasks.len() - done.len()
+                    "{why}: its unfinished tasks are reported failed and not copied locally; fix the cause and run the same command again (a new job is created), or rerun with --engine local"
                 );
                 for i in &job.tasks {
-                    if !done.contains(i) {
+                    if handled.insert(*i) {
                         rec.record(*i, &actions[*i as usize], &failed_outcome(why.clone()), ENGINE)
                             .await?;
                         diverted.insert(actions[*i as usize].dest_key.as_str());
@@ -1226,7 +1311,6 @@ async fn run_batch_phase(
             None => {
                 for (i, why) in &out.failed_tasks {
                     warn!(key = %actions[*i as usize].key, error = %why, "batch task failed: retried by the local engine");
-                    local.insert(*i);
                     diverted.insert(actions[*i as usize].dest_key.as_str());
                 }
             }
@@ -1234,25 +1318,24 @@ async fn run_batch_phase(
     }
     if let Some(why) = &stopped {
         // Later writes of keys whose batch copies did not happen would come out of order.
-        let blocked: Vec<u64> = local
+        let mut blocked: Vec<u64> = todo
             .iter()
-            .copied()
-            .filter(|i| diverted.contains(actions[*i as usize].dest_key.as_str()))
+            .map(|(i, _)| *i)
+            .filter(|i| !handled.contains(i) && diverted.contains(actions[*i as usize].dest_key.as_str()))
             .collect();
-        let mut blocked = blocked;
         blocked.sort_unstable();
         for i in blocked {
-            local.remove(&i);
-            rec.record(
-                i,
-                &actions[i as usize],
-                &failed_outcome(format!("not started: {why}")),
-                "local",
-            )
-            .await?;
+            let o = failed_outcome(format!("not started: {why}"));
+            rec.record(i, &actions[i as usize], &o, "local").await?;
+            handled.insert(i);
         }
     }
-    Ok(BatchPhase { local, jobs: jobs_json })
+    Ok(BatchPhase {
+        handled,
+        interrupted: false,
+        split: split_json,
+        jobs: jobs_json,
+    })
 }
 
 fn failed_outcome(error: String) -> ActionOutcome {

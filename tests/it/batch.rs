@@ -167,6 +167,16 @@ async fn batch_restore_matches_the_local_engine_and_reports_every_object() {
     let emulator = BatchEmulator::start(crate::support::endpoint(), EmulatorOpts::default()).await;
     let dirs = Dirs::new();
     let flags = batch_flags(&emulator, &format!("s3://{work}/jobs"));
+    let mut dry = flags.clone();
+    dry.push("--dry-run".into());
+    let out = run(
+        args(&seeded.replica.url(), &seeded.primary.url(), &dirs, "dry", &dry),
+        &dirs,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stderr.contains("batch operations: 12 objects"), "{}", out.stderr);
+    assert!(emulator.jobs().is_empty(), "a dry run created a job");
     let out = run(
         args(&seeded.replica.url(), &seeded.primary.url(), &dirs, "batch", &flags),
         &dirs,
@@ -430,5 +440,57 @@ async fn a_failed_job_exits_1_naming_it_and_failed_tasks_are_retried_locally() {
     assert!(
         versions.is_empty(),
         "the local engine copied a failed job's objects: {versions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_leaves_the_job_running_and_a_rerun_follows_it() {
+    let mut sc = Scenario::builder("batch-ctrl-c");
+    for i in 0..8 {
+        sc.put(&format!("c/{i}"), ObjectSpec::random(70 + i));
+    }
+    let seeded = sc.seed().await;
+    let work = work_bucket().await;
+    let emulator = BatchEmulator::start(
+        crate::support::endpoint(),
+        EmulatorOpts {
+            start_delay: Duration::from_secs(3),
+            ..EmulatorOpts::default()
+        },
+    )
+    .await;
+    let dirs = Dirs::new();
+    let flags = batch_flags(&emulator, &format!("s3://{work}/w"));
+    let a = args(&seeded.replica.url(), &seeded.primary.url(), &dirs, "first", &flags);
+    let mut child = crate::support::Cli::new(a).current_dir(dirs.root.path()).spawn();
+    let em = &emulator;
+    let out = tokio::task::block_in_place(|| {
+        wait_until(&mut child, Duration::from_secs(60), "CreateJob", || {
+            !em.jobs().is_empty()
+        });
+        // Let the binary record the job id before the interrupt.
+        std::thread::sleep(Duration::from_millis(300));
+        crate::support::interrupt(&child);
+        crate::support::wait_cli(child, RUN_TIMEOUT)
+    });
+    assert_eq!(out.code, 130, "{out:#?}");
+    let job = emulator.jobs()[0].clone();
+    assert!(
+        out.stderr.contains(&job.id) && out.stderr.contains("update-job-status"),
+        "{}",
+        out.stderr
+    );
+    let a = args(&seeded.replica.url(), &seeded.primary.url(), &dirs, "second", &flags);
+    let out = run(a, &dirs).await;
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(emulator.jobs().len(), 1, "{:?}", emulator.jobs());
+    let versions = list_all_versions(&seeded.primary.client, &seeded.primary.name, "").await;
+    assert_eq!(versions.len(), 8);
+    let rows = read_csv(&dirs.report("second").join("restore.csv"));
+    assert_eq!(rows.len(), 8);
+    assert!(
+        rows.iter()
+            .all(|r| r["engine"] == "batch-operations" && r["status"] == "done"),
+        "{rows:?}"
     );
 }

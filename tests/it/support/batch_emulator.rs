@@ -26,6 +26,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use rand::seq::SliceRandom;
 
+/// The account the emulator answers for (STS GetCallerIdentity gives it; S3 Control
+/// requests must name it in `x-amz-account-id`).
+pub const EMULATED_ACCOUNT: &str = "123456789012";
+
 /// How the emulator treats the jobs it is given.
 #[derive(Debug, Clone, Default)]
 pub struct EmulatorOpts {
@@ -174,6 +178,36 @@ fn arn_object(arn: &str) -> Option<(String, String)> {
 async fn handle(req: Request<Incoming>, shared: Shared) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    if method == hyper::Method::POST && path == "/" {
+        // STS GetCallerIdentity (awsQuery), for runs without --account-id: the tool sends
+        // STS requests to --batch-endpoint-url as well.
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if !String::from_utf8_lossy(&body).contains("Action=GetCallerIdentity") {
+            return error(400, "InvalidAction", "only GetCallerIdentity is emulated");
+        }
+        return xml(
+            200,
+            format!(
+                "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult><Arn>arn:aws:iam::{EMULATED_ACCOUNT}:user/test</Arn><UserId>AIDAEMULATED</UserId><Account>{EMULATED_ACCOUNT}</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>emulator</RequestId></ResponseMetadata></GetCallerIdentityResponse>"
+            ),
+        );
+    }
+    match req.headers().get("x-amz-account-id").and_then(|v| v.to_str().ok()) {
+        Some(EMULATED_ACCOUNT) => {}
+        Some(other) => {
+            return error(
+                403,
+                "AccessDenied",
+                &format!("account {other} is not the emulated account"),
+            );
+        }
+        None => {}
+    }
     if req.headers().get("x-amz-account-id").is_none() {
         return error(400, "InvalidRequest", "x-amz-account-id is missing");
     }
