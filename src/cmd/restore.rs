@@ -1348,3 +1348,58 @@ fn failed_outcome(error: String) -> ActionOutcome {
         error: Some(error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn config(extra: &str) -> Result<RestoreCmdConfig, CliError> {
+        let line = format!("s3-failback restore --source s3://rep/data --dest s3://pri/data {extra}");
+        let cli = Cli::try_parse_from(line.split_whitespace()).expect("parses");
+        let Command::Restore(args) = cli.command else {
+            panic!("not restore")
+        };
+        RestoreCmdConfig::try_from_args(args, &cli.global, jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    const ENGINE: &str = "--engine batch-operations --batch-role-arn arn:aws:iam::123456789012:role/r";
+
+    #[test]
+    fn batch_flags_are_checked_before_anything_runs() {
+        let ok = config(&format!(
+            "{ENGINE} --batch-work s3://ops/work --account-id 123456789012"
+        ))
+        .unwrap();
+        let b = ok.batch.expect("batch config");
+        assert_eq!(b.work, Location::new("ops", "work"));
+        assert_eq!(b.control.account_id.as_deref(), Some("123456789012"));
+        // The work location may share the primary's bucket outside the restored prefix.
+        assert!(config(&format!("{ENGINE} --batch-work s3://pri/batch-work")).is_ok());
+
+        let refused = [
+            ("--engine batch-operations --batch-work s3://ops/w", "--batch-role-arn"),
+            (ENGINE, "--batch-work"),
+            (&format!("{ENGINE} --batch-work s3://rep/elsewhere"), "--batch-work"),
+            (&format!("{ENGINE} --batch-work s3://pri/data/work"), "--batch-work"),
+            (&format!("{ENGINE} --batch-work s3://pri"), "--batch-work"),
+            (
+                &format!("{ENGINE} --batch-work s3://ops/w --account-id 12345"),
+                "--account-id",
+            ),
+            (
+                "--engine batch-operations --batch-role-arn role --batch-work s3://ops/w",
+                "--batch-role-arn",
+            ),
+            ("--batch-work s3://ops/w", "--batch-work"),
+            ("--account-id 123456789012", "--account-id"),
+        ];
+        for (extra, flag) in refused {
+            match config(extra) {
+                Err(CliError::Invalid { flag: f, .. }) => assert_eq!(f, flag, "{extra}"),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+    }
+}
