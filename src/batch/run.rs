@@ -10,13 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{JobPlan, client_request_token, job_base, manifest_csv, parse_results, report_result_files};
-use crate::model::Location;
+use crate::model::{Location, VersionRecord};
 use crate::plan::PlannedAction;
 use crate::progress::Progress;
 use crate::restore::{ActionOutcome, Status};
 use crate::s3::control::{ControlClient, JobRequest, JobState};
 use crate::s3::ops::SseChoice;
-use crate::s3::{DestClient, S3Error};
+use crate::s3::{DestClient, ListConfig, S3Error};
 use crate::state::{BatchJobEntry, JournalEntry, JournalWriter, StateError};
 
 /// The word in `restore.csv`'s `engine` column.
@@ -358,25 +358,68 @@ async fn read_report(ctx: &JobContext<'_>, prefix: &str, job_id: &str) -> Result
     Ok(out)
 }
 
+/// From this many succeeded tasks on, and when they are at least 1/500 of the plan's rows,
+/// the new version ids come from one listing of the destination location (1,000 entries
+/// per request) instead of one ListObjectVersions per task: a job of 100 million tasks
+/// would otherwise need 100 million requests after it ends.
+const SWEEP_MIN_TASKS: usize = 16;
+
+fn is_copy_of(a: &PlannedAction, v: &VersionRecord, earliest: jiff::Timestamp, kms: bool) -> bool {
+    v.last_modified >= earliest
+        && !v.is_delete_marker
+        && v.version_id != a.dest_version_id
+        && Some(v.size_bytes) == a.size_bytes
+        && (kms || v.etag == a.etag)
+}
+
 /// The report does not give the new version id: find it on the destination, a version
-/// newer than the job (less clock slack) and than the version planned against, with the
-/// source's size (and ETag, unless SSE-KMS changes it), not claimed by another task.
+/// newer than the job (less clock slack), not the version planned against, with the
+/// source's size (and ETag, unless SSE-KMS changes it): the newest such version of the key.
+/// A job holds one version per key, and jobs run one after another, so the newest match
+/// is this job's copy.
 async fn lookup_versions(ctx: &JobContext<'_>, done: &[u64], created: jiff::Timestamp) -> Vec<(u64, ActionOutcome)> {
     let earliest = created.checked_sub(CLOCK_SLACK).unwrap_or(created);
     let kms = matches!(ctx.sse, SseChoice::Kms(_));
+    let mut found: HashMap<u64, VersionRecord> = HashMap::new();
+    if done.len() >= SWEEP_MIN_TASKS && done.len() >= ctx.actions.len() / 500 {
+        let wanted: HashMap<&str, u64> = done
+            .iter()
+            .map(|i| (ctx.actions[*i as usize].dest_key.as_str(), *i))
+            .collect();
+        let mut listing = std::pin::pin!(ctx.dest.list_versions(ctx.dest_loc, ListConfig::default()));
+        while let Some(r) = listing.next().await {
+            let v = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // The per-key lookups below cover what the listing did not reach.
+                    warn!(error = %e, "listing the destination for the new version ids failed");
+                    break;
+                }
+            };
+            if let Some(&idx) = wanted.get(v.key.as_str())
+                && !found.contains_key(&idx)
+                && is_copy_of(&ctx.actions[idx as usize], &v, earliest, kms)
+            {
+                found.insert(idx, v);
+            }
+        }
+    }
+    let found = &found;
     futures::stream::iter(done.iter().copied())
         .map(|idx| async move {
             let a = &ctx.actions[idx as usize];
-            let found = match ctx.dest.versions_of_key(&ctx.dest_loc.bucket, &a.dest_key, 100).await {
-                Ok(versions) => versions
-                    .into_iter()
-                    .take_while(|v| v.version_id != a.dest_version_id)
-                    .filter(|v| v.last_modified >= earliest && !v.is_delete_marker)
-                    .find(|v| Some(v.size_bytes) == a.size_bytes && (kms || v.etag == a.etag)),
-                Err(e) => {
-                    warn!(key = %a.dest_key, error = %e, "could not look up the version a batch task made");
-                    None
-                }
+            let found = match found.get(&idx) {
+                Some(v) => Some(v.clone()),
+                None => match ctx.dest.versions_of_key(&ctx.dest_loc.bucket, &a.dest_key, 100).await {
+                    Ok(versions) => versions
+                        .into_iter()
+                        .take_while(|v| v.version_id != a.dest_version_id)
+                        .find(|v| is_copy_of(a, v, earliest, kms)),
+                    Err(e) => {
+                        warn!(key = %a.dest_key, error = %e, "could not look up the version a batch task made");
+                        None
+                    }
+                },
             };
             let outcome = ActionOutcome {
                 status: Status::Done,

@@ -311,6 +311,10 @@ async fn kill_after_create_job_then_rerun_follows_the_same_job() {
     assert_eq!(versions.len(), 20, "a key was copied twice: {versions:?}");
     let rows = read_csv(&dirs.report("second").join("restore.csv"));
     assert_eq!(rows.len(), 20);
+    // 20 tasks: the new version ids come from one listing of the primary (the sweep).
+    let listed: HashSet<&str> = versions.iter().map(|v| v.version_id.as_str()).collect();
+    let reported: HashSet<&str> = rows.iter().map(|r| r["dest_version_id"].as_str()).collect();
+    assert_eq!(listed, reported, "restore.csv's dest_version_id");
     assert!(
         rows.iter()
             .all(|r| r["status"] == "done" && r["engine"] == "batch-operations"),
