@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3control::config::Region;
-use aws_sdk_s3control::config::endpoint::{DefaultResolver, Endpoint, EndpointFuture, Params, ResolveEndpoint};
+use aws_sdk_s3control::config::endpoint::{DefaultResolver, EndpointFuture, Params, ResolveEndpoint};
 use aws_sdk_s3control::config::retry::{RetryConfig, RetryPartition, TokenBucket};
 use aws_sdk_s3control::config::timeout::TimeoutConfig;
 use aws_sdk_s3control::primitives::DateTime;
@@ -64,15 +64,9 @@ impl ResolveEndpoint for LiteralEndpoint {
     fn resolve_endpoint<'a>(&'a self, params: &'a Params) -> EndpointFuture<'a> {
         EndpointFuture::new(async move {
             let resolved = ResolveEndpoint::resolve_endpoint(&self.rules, params).await?;
-            let mut b = Endpoint::builder().url(self.url.clone());
-            for (name, values) in resolved.headers() {
-                for v in values {
-                    b = b.header(name.to_owned(), v.to_owned());
-                }
-            }
-            for (k, v) in resolved.properties() {
-                b = b.property(k.clone(), v.clone());
-            }
+            // Everything the rules said (auth schemes with signing name and region,
+            // properties, headers) but the URL.
+            let b = resolved.into_builder().url(self.url.clone());
             Ok(b.build())
         })
     }
@@ -400,5 +394,38 @@ impl DestClient {
             .await
             .map_err(|e| local("GetObject", bucket, format!("reading {key}: {e}")))?;
         Ok(bytes.into_bytes().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_configured_endpoint_is_taken_literally_with_the_rules_signing_properties() {
+        let resolver = LiteralEndpoint {
+            rules: DefaultResolver::new(),
+            url: "http://127.0.0.1:9".into(),
+        };
+        let params = Params::builder()
+            .region("us-east-1")
+            .account_id("123456789012")
+            .requires_account_id(true)
+            .endpoint("http://127.0.0.1:9")
+            .use_fips(false)
+            .use_dual_stack(false)
+            .build()
+            .unwrap();
+        let plain = ResolveEndpoint::resolve_endpoint(&DefaultResolver::new(), &params)
+            .await
+            .unwrap();
+        // What the SDK's rules alone make of it: a host that does not resolve (S3-NOTES 53).
+        assert_eq!(plain.url(), "http://123456789012.127.0.0.1:9");
+        let ours = resolver.resolve_endpoint(&params).await.unwrap();
+        assert_eq!(ours.url(), "http://127.0.0.1:9");
+        assert_eq!(ours.properties(), plain.properties());
+        assert_eq!(ours.auth_schemes(), plain.auth_schemes());
+        let schemes = format!("{:?}", ours.auth_schemes());
+        assert!(schemes.contains("\"s3\""), "signing name: {schemes}");
     }
 }

@@ -237,6 +237,25 @@ async fn batch_restore_matches_the_local_engine_and_reports_every_object() {
     }
     let jobs = emulator.jobs();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
+    // The request as the API reference spells it.
+    let body = &emulator.create_bodies()[0];
+    for part in [
+        "<ConfirmationRequired>false</ConfirmationRequired>",
+        "<MetadataDirective>COPY</MetadataDirective>",
+        "<ReportScope>AllTasks</ReportScope>",
+        "<Format>S3BatchOperations_CSV_20180820</Format>",
+        "<RoleArn>arn:aws:iam::123456789012:role/s3-failback-batch</RoleArn>",
+        "<StorageClass>STANDARD</StorageClass>",
+        // The primary reports no default encryption: SSE-S3 is asked for, as locally.
+        "<SSEAlgorithm>AES256</SSEAlgorithm>",
+        &format!("<TargetResource>arn:aws:s3:::{}</TargetResource>", seeded.primary.name),
+    ] {
+        assert!(body.contains(part), "CreateJob lacks {part}: {body}");
+    }
+    assert!(
+        !body.contains("NewObjectTagging"),
+        "tags must be copied, not replaced: {body}"
+    );
     assert_eq!(jobs[0].succeeded, 12);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dirs.report("batch").join("summary.json")).unwrap()).unwrap();

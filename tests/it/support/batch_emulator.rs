@@ -70,6 +70,7 @@ pub struct EmulatedJob {
 struct State {
     jobs: BTreeMap<String, EmulatedJob>,
     create_requests: usize,
+    create_bodies: Vec<String>,
 }
 
 /// The running emulator.
@@ -122,6 +123,11 @@ impl BatchEmulator {
         let mut jobs: Vec<EmulatedJob> = self.state.lock().unwrap().jobs.values().cloned().collect();
         jobs.sort_by_key(|j| j.created);
         jobs
+    }
+
+    /// The XML bodies of the CreateJob requests received, in order.
+    pub fn create_bodies(&self) -> Vec<String> {
+        self.state.lock().unwrap().create_bodies.clone()
     }
 
     /// CreateJob requests received (a repeated token counts too).
@@ -211,8 +217,14 @@ async fn handle(req: Request<Incoming>, shared: Shared) -> Response<Full<Bytes>>
     if req.headers().get("x-amz-account-id").is_none() {
         return error(400, "InvalidRequest", "x-amz-account-id is missing");
     }
-    if !req.headers().contains_key("authorization") {
-        return error(403, "AccessDenied", "unsigned request");
+    // S3 Control requests are signed SigV4 for the service name `s3` (not `s3control`).
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !(auth.starts_with("AWS4-HMAC-SHA256 ") && auth.contains("/s3/aws4_request")) {
+        return error(403, "SignatureDoesNotMatch", "not a SigV4 signature for s3");
     }
     let body = match req.into_body().collect().await {
         Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
@@ -306,6 +318,7 @@ async fn create_job(body: &str, shared: Shared) -> Response<Full<Bytes>> {
     let id = {
         let mut state = shared.0.lock().unwrap();
         state.create_requests += 1;
+        state.create_bodies.push(body.to_owned());
         if let Some(j) = state.jobs.values().find(|j| j.token == token) {
             let id = j.id.clone();
             return xml(
