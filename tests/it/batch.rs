@@ -265,6 +265,18 @@ async fn batch_restore_matches_the_local_engine_and_reports_every_object() {
     );
 }
 
+/// The run's journal, or empty before there is one.
+fn journal_text(dirs: &Dirs) -> String {
+    std::fs::read_dir(dirs.state())
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("journal.jsonl"))
+        .find(|p| p.exists())
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
+}
+
 /// Polls until `done`; panics after `limit`.
 fn wait_until(child: &mut std::process::Child, limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -289,6 +301,9 @@ async fn kill_after_create_job_then_rerun_follows_the_same_job() {
         crate::support::endpoint(),
         EmulatorOpts {
             start_delay: Duration::from_secs(2),
+            // Killed before the answer: the first run never learns the job id, so only
+            // the ClientRequestToken can lead the rerun to it.
+            answer_delay: Duration::from_secs(2),
             ..EmulatorOpts::default()
         },
     )
@@ -310,6 +325,14 @@ async fn kill_after_create_job_then_rerun_follows_the_same_job() {
         child.kill().expect("kill -9");
         let _ = child.wait();
     });
+    let text = journal_text(&dirs);
+    let jobs: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] == "batch_job")
+        .collect();
+    assert_eq!(jobs.len(), 1, "the job is journalled before CreateJob: {text}");
+    assert!(jobs[0].get("job_id").is_none(), "{text}");
     let a = args(
         &seeded.replica.url(),
         &seeded.primary.url(),
@@ -325,7 +348,8 @@ async fn kill_after_create_job_then_rerun_follows_the_same_job() {
         "a second job was created: {:?}",
         emulator.jobs()
     );
-    assert!(emulator.create_requests() <= 2);
+    // The rerun sent CreateJob again with the same token and got the same job.
+    assert_eq!(emulator.create_requests(), 2);
     let versions = list_all_versions(&seeded.primary.client, &seeded.primary.name, "").await;
     assert_eq!(versions.len(), 20, "a key was copied twice: {versions:?}");
     let rows = read_csv(&dirs.report("second").join("restore.csv"));
@@ -486,13 +510,11 @@ async fn ctrl_c_leaves_the_job_running_and_a_rerun_follows_it() {
     let flags = batch_flags(&emulator, &format!("s3://{work}/w"));
     let a = args(&seeded.replica.url(), &seeded.primary.url(), &dirs, "first", &flags);
     let mut child = crate::support::Cli::new(a).current_dir(dirs.root.path()).spawn();
-    let em = &emulator;
     let out = tokio::task::block_in_place(|| {
-        wait_until(&mut child, Duration::from_secs(60), "CreateJob", || {
-            !em.jobs().is_empty()
+        // Interrupt once the binary has journalled the job id (it is following the job).
+        wait_until(&mut child, Duration::from_secs(60), "the job id in the journal", || {
+            journal_text(&dirs).contains("\"job_id\"")
         });
-        // Let the binary record the job id before the interrupt.
-        std::thread::sleep(Duration::from_millis(300));
         crate::support::interrupt(&child);
         crate::support::wait_cli(child, RUN_TIMEOUT)
     });
@@ -507,6 +529,8 @@ async fn ctrl_c_leaves_the_job_running_and_a_rerun_follows_it() {
     let out = run(a, &dirs).await;
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(emulator.jobs().len(), 1, "{:?}", emulator.jobs());
+    // The journal had the job id: the rerun followed it without a CreateJob.
+    assert_eq!(emulator.create_requests(), 1);
     let versions = list_all_versions(&seeded.primary.client, &seeded.primary.name, "").await;
     assert_eq!(versions.len(), 8);
     let rows = read_csv(&dirs.report("second").join("restore.csv"));

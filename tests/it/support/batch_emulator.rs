@@ -39,6 +39,9 @@ pub struct EmulatorOpts {
     pub fail_jobs: bool,
     /// Time a job stays New before it runs.
     pub start_delay: Duration,
+    /// Time between creating a job and answering CreateJob (a client killed meanwhile
+    /// never learns the job id).
+    pub answer_delay: Duration,
 }
 
 /// One job the emulator knows.
@@ -347,7 +350,9 @@ async fn create_job(body: &str, shared: Shared) -> Response<Full<Bytes>> {
         id
     };
     let job_id = id.clone();
+    let answer_delay = shared.2.answer_delay;
     tokio::spawn(async move { run_job(job_id, spec, shared).await });
+    tokio::time::sleep(answer_delay).await;
     xml(
         200,
         format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><CreateJobResult><JobId>{id}</JobId></CreateJobResult>"),
