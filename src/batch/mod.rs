@@ -691,6 +691,43 @@ mod tests {
         assert!(report_result_files(b"{}", "m").is_err());
     }
 
+    /// Figures for the report: `cargo test --lib --release -- --ignored split_scale --nocapture`.
+    #[test]
+    #[ignore]
+    fn split_scale() {
+        let n = 1_000_000u64;
+        let actions: Vec<(u64, PlannedAction)> = (0..n)
+            .map(|i| {
+                let kind = if i % 50 == 0 {
+                    ActionKind::DeleteMarker
+                } else {
+                    ActionKind::Copy
+                };
+                (
+                    i,
+                    action(&format!("data/{i:09} key+ü"), kind, 1000 + i % 7, "0123456789abcdef"),
+                )
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        let s = split(&actions, &rules(), |i| i % 97 == 0, |_| "STANDARD".into());
+        let split_time = t.elapsed();
+        let t = std::time::Instant::now();
+        let manifest = manifest_csv(
+            "replica",
+            s.jobs[0].tasks.iter().map(|i| {
+                let a = &actions[*i as usize].1;
+                (a.key.as_str(), a.source_version_id.as_str())
+            }),
+        );
+        let manifest_time = t.elapsed();
+        println!(
+            "{n} actions: split {split_time:?}; manifest of {} tasks {manifest_time:?}, {} bytes",
+            s.jobs[0].tasks.len(),
+            manifest.len()
+        );
+    }
+
     #[test]
     fn target_prefix_covers_prepending_only() {
         let l = |p: &str| Location::new("b", p);
