@@ -83,6 +83,7 @@ impl DrillConfig {
             command: "drill",
             sample: args.sample,
             metadata: false,
+            batch: None,
         };
         let verify = VerifyCmdConfig {
             source,

@@ -4,6 +4,7 @@
 //! is a module; [`run`] calls one function per subcommand.
 
 pub mod audit;
+pub mod batch;
 pub mod cli;
 pub mod cmd;
 pub mod compare;

@@ -209,6 +209,30 @@ pub struct OutcomeEntry {
     /// Why the action failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The engine that made the outcome (`batch-operations`); `None` is the local engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+}
+
+/// A Batch Operations job of the run, as the journal records it: once before CreateJob
+/// (no job id yet) and once after, so that a rerun follows the job instead of creating
+/// another (the token makes a repeated CreateJob answer with the same job).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchJobEntry {
+    /// The job's place in the run (0, 1, ...).
+    pub index: u32,
+    /// The job's ClientRequestToken.
+    pub token: String,
+    /// What the job is (manifest, class, prefix, encryption) without the retry count:
+    /// jobs for the same work that failed outright share it.
+    #[serde(default)]
+    pub base: String,
+    /// The job id, once CreateJob answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// The job failed outright (a retry needs a new token).
+    #[serde(default)]
+    pub failed: bool,
 }
 
 /// One journal line.
@@ -233,6 +257,8 @@ pub enum JournalEntry {
         /// Completed (true) or aborted (false).
         completed: bool,
     },
+    /// A Batch Operations job is being created, was created, or failed outright.
+    BatchJob(BatchJobEntry),
 }
 
 /// A multipart upload the journal saw start and not end.
@@ -255,6 +281,8 @@ pub struct JournalState {
     pub open_uploads: Vec<OpenUpload>,
     /// Lines ignored because a kill cut them short (0 or 1).
     pub torn_lines: usize,
+    /// Batch Operations job records, in journal order.
+    pub batch_jobs: Vec<BatchJobEntry>,
 }
 
 /// `run.json`.
@@ -464,6 +492,7 @@ impl StateDir {
             JournalEntry::UploadEnded { upload_id, .. } => {
                 uploads.remove(&upload_id);
             }
+            JournalEntry::BatchJob(job) => state.batch_jobs.push(job),
         })?;
         match scanned {
             Some(scanned) => state.torn_lines = scanned.torn_lines,
@@ -802,6 +831,8 @@ fn file_identity(_meta: &fs::Metadata) -> Option<(u64, u64)> {
 
 /// A message to the writer thread.
 #[derive(Debug)]
+// Entries are the common message; boxing them would allocate once per journal line.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Entry(JournalEntry),
     /// Write and fsync everything before this, then answer.
@@ -1041,6 +1072,7 @@ mod tests {
             duration_ms: 5,
             etag_dest: None,
             error: None,
+            engine: None,
         })
     }
 
@@ -1085,6 +1117,7 @@ mod tests {
                     });
                 }
                 JournalEntry::UploadEnded { upload_id, .. } => open.retain(|u| u.upload_id != upload_id),
+                JournalEntry::BatchJob(_) => {}
             }
         }
         (outcomes, open)
@@ -1423,6 +1456,7 @@ mod tests {
                         duration_ms,
                         etag_dest: Some("d41d8cd98f00b204e9800998ecf8427e-2".to_owned()),
                         error,
+                        engine: None,
                     })
                 }),
             1 => (0u64..12, any::<String>(), upload.clone())

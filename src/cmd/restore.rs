@@ -76,6 +76,8 @@ pub struct RestoreCmdConfig {
     pub sample: Option<u64>,
     /// `--metadata`: compare headers, metadata and tags of matching versions.
     pub metadata: bool,
+    /// `--engine batch-operations`: the Batch settings.
+    pub batch: Option<crate::batch::run::BatchConfig>,
 }
 
 impl RestoreCmdConfig {
@@ -84,9 +86,24 @@ impl RestoreCmdConfig {
     /// # Errors
     /// A bad URL or value.
     pub fn try_from_args(args: RestoreArgs, global: &GlobalArgs, now: jiff::Timestamp) -> Result<Self, CliError> {
-        if args.engine == EngineArg::BatchOperations {
-            return Err(CliError::NotImplemented("--engine batch-operations"));
-        }
+        let batch = if args.engine == EngineArg::BatchOperations {
+            Some(batch_config(&args, global)?)
+        } else {
+            for (flag, given) in [
+                ("--batch-role-arn", args.batch_role_arn.is_some()),
+                ("--batch-work", args.batch_work.is_some()),
+                ("--account-id", args.account_id.is_some()),
+                ("--batch-endpoint-url", args.batch_endpoint_url.is_some()),
+            ] {
+                if given {
+                    return Err(CliError::Invalid {
+                        flag,
+                        message: "goes with --engine batch-operations".into(),
+                    });
+                }
+            }
+            None
+        };
         let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if concurrency == 0 {
             return Err(CliError::Invalid {
@@ -156,8 +173,63 @@ impl RestoreCmdConfig {
             command: "restore",
             sample: None,
             metadata: args.target.metadata,
+            batch,
         })
     }
+}
+
+/// Validates the Batch flags: a role, a work location off the source bucket and off the
+/// destination location, a 12-digit account id where given.
+fn batch_config(args: &RestoreArgs, global: &GlobalArgs) -> Result<crate::batch::run::BatchConfig, CliError> {
+    let role_arn = args.batch_role_arn.clone().ok_or(CliError::Invalid {
+        flag: "--batch-role-arn",
+        message: "is needed with --engine batch-operations (the IAM role the jobs assume)".into(),
+    })?;
+    if !role_arn.starts_with("arn:") {
+        return Err(CliError::Invalid {
+            flag: "--batch-role-arn",
+            message: format!("{role_arn} is not an ARN"),
+        });
+    }
+    let work_url = args.batch_work.clone().ok_or(CliError::Invalid {
+        flag: "--batch-work",
+        message: "is needed with --engine batch-operations (s3://BUCKET/PREFIX for manifests and reports)".into(),
+    })?;
+    let work = parse_location("--batch-work", &work_url)?;
+    let source = parse_location("--source", &args.source)?;
+    let dest = parse_location("--dest", &args.dest)?;
+    if work.bucket == source.bucket {
+        return Err(CliError::Invalid {
+            flag: "--batch-work",
+            message: "must not be in the source bucket: the replica is never written".into(),
+        });
+    }
+    if work.overlaps(&dest) {
+        return Err(CliError::Invalid {
+            flag: "--batch-work",
+            message: format!(
+                "{work} overlaps the destination {dest}: manifests and reports would land among the restored keys"
+            ),
+        });
+    }
+    if let Some(id) = &args.account_id
+        && (id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(CliError::Invalid {
+            flag: "--account-id",
+            message: format!("{id} is not a 12-digit AWS account id"),
+        });
+    }
+    Ok(crate::batch::run::BatchConfig {
+        role_arn,
+        work,
+        control: crate::s3::control::ControlConfig {
+            s3: args.conn.s3_config(Side::Dest, global),
+            endpoint_url: args.batch_endpoint_url.clone(),
+            account_id: args.account_id.clone(),
+        },
+        priority: 10,
+    })
 }
 
 /// One row of `restore.csv`.
@@ -356,6 +428,8 @@ pub struct RestoreRun {
     pub newest_source: Option<jiff::Timestamp>,
     /// What the replication rules mean for the plan's writes.
     pub impact: RulesImpact,
+    /// With `--engine batch-operations`: the split's figures and the jobs' ends.
+    pub batch: Option<serde_json::Value>,
 }
 
 impl RestoreRun {
@@ -382,6 +456,11 @@ pub async fn run(cfg: RestoreCmdConfig, ctx: &RunContext) -> Result<Outcome, Err
         let mut report = Summary::new("restore", ctx.started, ctx.args.clone());
         super::summary_counts(&run.plan, &mut report);
         report.extra.insert("dry_run".into(), true.into());
+        if let Some(b) = &run.batch {
+            report
+                .extra
+                .insert("batch_operations".into(), serde_json::json!({ "split": b }));
+        }
         let path = report.write(dir).map_err(Error::Report)?;
         println!("{}\n{}", dir.file("plan.csv").display(), path.display());
         println!(
@@ -461,6 +540,9 @@ pub fn restore_summary(run: &RestoreRun, report: &mut Summary) {
     report.extra.insert("resumed".into(), run.resumed.into());
     report.extra.insert("replication".into(), run.impact.to_json());
     report.extra.insert("interrupted".into(), run.interrupted.into());
+    if let Some(b) = &run.batch {
+        report.extra.insert("batch_operations".into(), b.clone());
+    }
 }
 
 /// Plans (or resumes, or reads `--plan`), asks, executes and writes `plan.csv` and
@@ -577,6 +659,19 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
     let writes_n = writes.len() as u64;
     let write_bytes: u64 = writes.iter().map(|a| a.size_bytes.unwrap_or(0)).sum();
 
+    // The Batch split, shown before the question (a resumed run splits what is left, below).
+    let mut split = None;
+    if cfg.batch.is_some() && resumed.is_none() {
+        let all: Vec<(u64, PlannedAction)> = actions
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, a)| (i as u64, a))
+            .collect();
+        let s = batch_split(&source, &engine_cfg, &all).await;
+        ctx.say(&s.describe());
+        split = Some(s);
+    }
     if cfg.dry_run {
         return Ok(RestoreRun {
             dir,
@@ -594,6 +689,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
             full_writes,
             newest_source,
             impact,
+            batch: split.as_ref().map(|s| s.to_json()),
         });
     }
     if resumed.is_none() && !writes.is_empty() && !cfg.yes {
@@ -653,7 +749,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
                 duration_ms: o.duration_ms,
                 error: o.error.clone(),
             };
-            write_row(&mut csv, a, &outcome).map_err(Error::Report)?;
+            write_row(&mut csv, a, &outcome, o.engine.as_deref().unwrap_or("local")).map_err(Error::Report)?;
             let c = counts.entry(status.as_str()).or_default();
             c.0 += 1;
             c.1 += a.size_bytes.unwrap_or(0);
@@ -661,15 +757,46 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
     }
 
     let exec_started = std::time::Instant::now();
-    let run_cancel = ctx.cancel.child_token();
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
-    let engine = Engine::new(source.clone(), dest.clone(), engine_cfg, tx, run_cancel.clone());
-    let todo: Vec<(u64, PlannedAction)> = actions
+    let mut todo: Vec<(u64, PlannedAction)> = actions
         .iter()
         .enumerate()
         .filter(|(i, _)| !finished.contains_key(&(*i as u64)))
         .map(|(i, a)| (i as u64, a.clone()))
         .collect();
+    let mut batch_report = None;
+    if let Some(bcfg) = &cfg.batch {
+        let mut rec = Recorder {
+            journal: &journal,
+            csv: &mut csv,
+            counts: &mut counts,
+        };
+        let phase = run_batch_phase(
+            bcfg,
+            split.take(),
+            &source,
+            &dest,
+            &engine_cfg,
+            cfg,
+            &actions,
+            &todo,
+            &loaded.batch_jobs,
+            ctx,
+            &mut rec,
+        )
+        .await?;
+        if phase.interrupted {
+            todo.clear();
+        } else {
+            todo.retain(|(i, _)| !phase.handled.contains(i));
+        }
+        batch_report = Some(serde_json::json!({
+            "split": phase.split,
+            "jobs": phase.jobs,
+        }));
+    }
+    let run_cancel = ctx.cancel.child_token();
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let engine = Engine::new(source.clone(), dest.clone(), engine_cfg, tx, run_cancel.clone());
     let todo_writes = todo.iter().filter(|(_, a)| a.action.writes()).count() as u64;
     let progress = Progress::bar("restore", todo_writes, "objects");
     let limit = engine.limit().clone();
@@ -701,10 +828,11 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
                             duration_ms: outcome.duration_ms,
                             etag_dest: outcome.etag_dest.clone(),
                             error: outcome.error.clone(),
+                            engine: None,
                         }))
                         .await
                         .map_err(state_error)?;
-                    write_row(&mut csv, &action, &outcome).map_err(Error::Report)?;
+                    write_row(&mut csv, &action, &outcome, "local").map_err(Error::Report)?;
                     let c = counts.entry(outcome.status.as_str()).or_default();
                     c.0 += 1;
                     c.1 += action.size_bytes.unwrap_or(0);
@@ -777,6 +905,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
         full_writes,
         newest_source,
         impact,
+        batch: batch_report,
     })
 }
 
@@ -825,7 +954,7 @@ fn sample_keys(
     (kept, summary)
 }
 
-fn write_row(csv: &mut CsvReport, a: &PlannedAction, o: &ActionOutcome) -> Result<(), ReportError> {
+fn write_row(csv: &mut CsvReport, a: &PlannedAction, o: &ActionOutcome, engine: &str) -> Result<(), ReportError> {
     csv.write(&RestoreRow {
         key: &a.key,
         source_version_id: &a.source_version_id,
@@ -839,7 +968,7 @@ fn write_row(csv: &mut CsvReport, a: &PlannedAction, o: &ActionOutcome) -> Resul
         attempts: o.attempts,
         duration_ms: o.duration_ms,
         error: o.error.as_deref().unwrap_or(""),
-        engine: "local",
+        engine,
     })
 }
 
@@ -908,5 +1037,394 @@ async fn abort_stray_uploads(
             }
         }
         Err(e) => warn!(error = %e, "could not list open multipart uploads"),
+    }
+}
+
+/// Where outcomes go: the journal first, then `restore.csv` and the counts.
+struct Recorder<'a> {
+    journal: &'a JournalWriter,
+    csv: &'a mut CsvReport,
+    counts: &'a mut BTreeMap<&'static str, (u64, u64)>,
+}
+
+impl Recorder<'_> {
+    async fn record(&mut self, idx: u64, a: &PlannedAction, o: &ActionOutcome, engine: &str) -> Result<(), Error> {
+        self.journal
+            .record(JournalEntry::Outcome(OutcomeEntry {
+                idx,
+                key: a.key.clone(),
+                source_version_id: a.source_version_id.clone(),
+                dest_key: a.dest_key.clone(),
+                dest_version_id: o.dest_version_id.clone(),
+                status: o.status.as_str().to_owned(),
+                attempts: o.attempts,
+                duration_ms: o.duration_ms,
+                etag_dest: o.etag_dest.clone(),
+                error: o.error.clone(),
+                engine: Some(engine.to_owned()).filter(|e| *e != "local"),
+            }))
+            .await
+            .map_err(state_error)?;
+        write_row(self.csv, a, o, engine).map_err(Error::Report)?;
+        let c = self.counts.entry(o.status.as_str()).or_default();
+        c.0 += 1;
+        c.1 += a.size_bytes.unwrap_or(0);
+        Ok(())
+    }
+}
+
+/// Splits `todo` for the Batch engine. Where grants are copied, each copy candidate's
+/// ACL is read (one GetObjectAcl, as the local engine would) to tell the versions whose
+/// grants a job cannot carry.
+async fn batch_split(
+    source: &SourceClient,
+    engine_cfg: &EngineConfig,
+    todo: &[(u64, PlannedAction)],
+) -> crate::batch::Split {
+    use futures::StreamExt;
+    let rules = crate::batch::SplitRules {
+        source: engine_cfg.source.clone(),
+        dest: engine_cfg.dest.clone(),
+        object_lock: engine_cfg.copy_lock,
+    };
+    let mut with_grants: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    if !matches!(engine_cfg.acls, AclPolicy::Skip) && !engine_cfg.copy_lock {
+        let candidates = todo.iter().filter(|(_, a)| {
+            matches!(a.action, ActionKind::Copy | ActionKind::MultipartCopy)
+                && engine_cfg.acls.copies(&a.key)
+                && !a.etag.as_deref().is_some_and(|e| e.contains('-'))
+                && a.size_bytes.unwrap_or(0) <= crate::batch::BATCH_COPY_MAX_BYTES
+        });
+        let bucket = &engine_cfg.source.bucket;
+        let found: Vec<(u64, bool)> = futures::stream::iter(candidates)
+            .map(|(i, a)| async move {
+                let needs = match source.get_acl(bucket, &a.key, &a.source_version_id).await {
+                    // A private ACL (the owner's FULL_CONTROL alone) is what a copy made by
+                    // the job's account gets anyway.
+                    Ok(grants) => {
+                        !(grants.len() <= 1
+                            && grants.iter().all(|g| {
+                                matches!(g.grantee, crate::s3::ops::Grantee::Id(_)) && g.permission == "FULL_CONTROL"
+                            }))
+                    }
+                    // Unreadable: the local engine decides (and reports) it.
+                    Err(e) => {
+                        warn!(key = %a.key, error = %e, "cannot read the ACL: the version stays local");
+                        true
+                    }
+                };
+                (*i, needs)
+            })
+            .buffer_unordered(engine_cfg.concurrency.clamp(1, 64))
+            .collect()
+            .await;
+        with_grants = found.into_iter().filter(|(_, n)| *n).map(|(i, _)| i).collect();
+    }
+    crate::batch::split(
+        todo,
+        &rules,
+        |i| with_grants.contains(&i),
+        |a| engine_cfg.storage_class.class_for(&a.key, a.storage_class.as_deref()),
+    )
+}
+
+/// What the Batch phase did.
+struct BatchPhase {
+    /// Plan rows whose outcome the Batch phase recorded; the local engine runs the rest
+    /// (its share of the split, failed tasks, and rows that write nothing).
+    handled: std::collections::HashSet<u64>,
+    /// Ctrl-C while following a job: the job runs on, the local engine does not start.
+    interrupted: bool,
+    /// The split's figures.
+    split: serde_json::Value,
+    /// Each job's id and end, for summary.json.
+    jobs: Vec<serde_json::Value>,
+}
+
+/// Jobs an interrupted run created and that did not fail outright, once each.
+fn jobs_to_follow(known: &[crate::state::BatchJobEntry]) -> Vec<&crate::state::BatchJobEntry> {
+    let failed: std::collections::HashSet<&str> = known
+        .iter()
+        .filter(|k| k.failed)
+        .filter_map(|k| k.job_id.as_deref())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    known
+        .iter()
+        .filter(|k| !k.failed)
+        .filter(|k| {
+            k.job_id
+                .as_deref()
+                .is_some_and(|id| !failed.contains(id) && seen.insert(id))
+        })
+        .collect()
+}
+
+fn interrupted_note(job_id: &str, account: &str) {
+    eprintln!(
+        "interrupted: batch job {job_id} keeps running. To follow it and finish the restore, run the same command again; to cancel it:\n  aws s3control update-job-status --account-id {account} --job-id {job_id} --requested-job-status Cancelled"
+    );
+}
+
+/// The Batch phase: follows and merges the jobs an interrupted run created, splits what
+/// is left (unless `split` was made already), and runs the split's jobs one after another
+/// (generation order), merging each job's report into the journal and `restore.csv`.
+///
+/// A failed task and every later version of its key go to the local engine (after the
+/// jobs, so a key's versions keep their order). A job that fails outright ends the Batch
+/// phase: its tasks without a result, and every write after them of the same keys, are
+/// reported failed and left for the operator (a rerun makes a new job); other keys' local
+/// work still runs. Ctrl-C leaves the job running and the local engine unstarted.
+#[allow(clippy::too_many_arguments)]
+async fn run_batch_phase(
+    bcfg: &crate::batch::run::BatchConfig,
+    split: Option<crate::batch::Split>,
+    source: &SourceClient,
+    dest: &DestClient,
+    engine_cfg: &EngineConfig,
+    cfg: &RestoreCmdConfig,
+    actions: &[PlannedAction],
+    todo: &[(u64, PlannedAction)],
+    known: &[crate::state::BatchJobEntry],
+    ctx: &RunContext,
+    rec: &mut Recorder<'_>,
+) -> Result<BatchPhase, Error> {
+    use crate::batch::run::{BatchError, ENGINE, JobContext, merge_known_job, run_job};
+    let mut handled: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut jobs_json = Vec::new();
+    let follow = jobs_to_follow(known);
+    let needs_control = !follow.is_empty() || split.as_ref().is_none_or(|s| !s.jobs.is_empty());
+    let control = if needs_control {
+        Some(
+            crate::s3::control::ControlClient::connect(&bcfg.control)
+                .await
+                .map_err(Error::Setup)?,
+        )
+    } else {
+        None
+    };
+    let batch_err = |e: BatchError| match e {
+        BatchError::State(e) => state_error(e),
+        BatchError::S3(e) => Error::S3(e),
+        other => Error::S3Listing(other.to_string()),
+    };
+    let jctx = control.as_ref().map(|control| JobContext {
+        control,
+        dest,
+        cfg: bcfg,
+        source: &cfg.source,
+        dest_loc: &cfg.dest,
+        sse: &engine_cfg.sse,
+        actions,
+        journal: rec.journal,
+        cancel: &ctx.cancel,
+        known,
+        concurrency: engine_cfg.concurrency,
+    });
+
+    // Jobs of the interrupted run first: what they copied is not copied again.
+    if let Some(jctx) = &jctx
+        && !follow.is_empty()
+    {
+        let pending: std::collections::HashMap<(&str, &str), u64> = todo
+            .iter()
+            .filter(|(_, a)| matches!(a.action, ActionKind::Copy | ActionKind::MultipartCopy))
+            .map(|(i, a)| ((a.key.as_str(), a.source_version_id.as_str()), *i))
+            .collect();
+        for k in follow {
+            let out = merge_known_job(jctx, k, &pending).await.map_err(batch_err)?;
+            let job_id = out.job_id.clone().unwrap_or_default();
+            if out.interrupted {
+                interrupted_note(&job_id, jctx.control.account_id());
+                return Ok(BatchPhase {
+                    handled,
+                    interrupted: true,
+                    split: serde_json::Value::Null,
+                    jobs: jobs_json,
+                });
+            }
+            for (i, o) in &out.done {
+                if handled.insert(*i) {
+                    rec.record(*i, &actions[*i as usize], o, ENGINE).await?;
+                }
+            }
+            jobs_json.push(serde_json::json!({
+                "job_id": job_id,
+                "resumed": true,
+                "succeeded": out.done.len(),
+                "failed_tasks": out.failed_tasks.len(),
+                "failure": out.job_failure,
+            }));
+        }
+    }
+    let split = match split {
+        Some(s) => s,
+        None => {
+            let left: Vec<(u64, PlannedAction)> = todo.iter().filter(|(i, _)| !handled.contains(i)).cloned().collect();
+            let s = batch_split(source, engine_cfg, &left).await;
+            ctx.say(&s.describe());
+            s
+        }
+    };
+    let split_json = split.to_json();
+    let Some(jctx) = &jctx else {
+        return Ok(BatchPhase {
+            handled,
+            interrupted: false,
+            split: split_json,
+            jobs: jobs_json,
+        });
+    };
+    // Keys whose later versions may no longer go into jobs.
+    let mut diverted: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut stopped: Option<String> = None;
+    for (n, job) in split.jobs.iter().enumerate() {
+        let mut job = job.clone();
+        // Tasks of a diverted key stay out of handled: the local engine runs them.
+        job.tasks
+            .retain(|i| !diverted.contains(actions[*i as usize].dest_key.as_str()));
+        if let Some(why) = &stopped {
+            for i in &job.tasks {
+                let o = failed_outcome(format!("not started: {why}"));
+                rec.record(*i, &actions[*i as usize], &o, ENGINE).await?;
+                handled.insert(*i);
+            }
+            continue;
+        }
+        if job.tasks.is_empty() {
+            continue;
+        }
+        let out = run_job(jctx, n as u32, &job).await.map_err(batch_err)?;
+        let job_id = out.job_id.clone().unwrap_or_default();
+        if out.interrupted {
+            interrupted_note(&job_id, jctx.control.account_id());
+            return Ok(BatchPhase {
+                handled,
+                interrupted: true,
+                split: split_json,
+                jobs: jobs_json,
+            });
+        }
+        for (i, o) in &out.done {
+            rec.record(*i, &actions[*i as usize], o, ENGINE).await?;
+            handled.insert(*i);
+        }
+        jobs_json.push(serde_json::json!({
+            "job_id": job_id,
+            "generation": job.generation,
+            "storage_class": job.storage_class,
+            "tasks": job.tasks.len(),
+            "succeeded": out.done.len(),
+            "failed_tasks": out.failed_tasks.len(),
+            "failure": out.job_failure,
+        }));
+        match &out.job_failure {
+            Some(reason) => {
+                let why = format!("batch job {job_id} failed ({reason})");
+                eprintln!(
+                    "{why}: its unfinished tasks are reported failed and not copied locally; fix the cause and run the same command again (a new job is created), or rerun with --engine local"
+                );
+                for i in &job.tasks {
+                    if handled.insert(*i) {
+                        rec.record(*i, &actions[*i as usize], &failed_outcome(why.clone()), ENGINE)
+                            .await?;
+                        diverted.insert(actions[*i as usize].dest_key.as_str());
+                    }
+                }
+                stopped = Some(why);
+            }
+            None => {
+                for (i, why) in &out.failed_tasks {
+                    warn!(key = %actions[*i as usize].key, error = %why, "batch task failed: retried by the local engine");
+                    diverted.insert(actions[*i as usize].dest_key.as_str());
+                }
+            }
+        }
+    }
+    if let Some(why) = &stopped {
+        // Later writes of keys whose batch copies did not happen would come out of order.
+        let mut blocked: Vec<u64> = todo
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|i| !handled.contains(i) && diverted.contains(actions[*i as usize].dest_key.as_str()))
+            .collect();
+        blocked.sort_unstable();
+        for i in blocked {
+            let o = failed_outcome(format!("not started: {why}"));
+            rec.record(i, &actions[i as usize], &o, "local").await?;
+            handled.insert(i);
+        }
+    }
+    Ok(BatchPhase {
+        handled,
+        interrupted: false,
+        split: split_json,
+        jobs: jobs_json,
+    })
+}
+
+fn failed_outcome(error: String) -> ActionOutcome {
+    ActionOutcome {
+        status: Status::Failed,
+        dest_version_id: None,
+        etag_dest: None,
+        attempts: 0,
+        duration_ms: 0,
+        error: Some(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn config(extra: &str) -> Result<RestoreCmdConfig, CliError> {
+        let line = format!("s3-failback restore --source s3://rep/data --dest s3://pri/data {extra}");
+        let cli = Cli::try_parse_from(line.split_whitespace()).expect("parses");
+        let Command::Restore(args) = cli.command else {
+            panic!("not restore")
+        };
+        RestoreCmdConfig::try_from_args(args, &cli.global, jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    const ENGINE: &str = "--engine batch-operations --batch-role-arn arn:aws:iam::123456789012:role/r";
+
+    #[test]
+    fn batch_flags_are_checked_before_anything_runs() {
+        let ok = config(&format!(
+            "{ENGINE} --batch-work s3://ops/work --account-id 123456789012"
+        ))
+        .unwrap();
+        let b = ok.batch.expect("batch config");
+        assert_eq!(b.work, Location::new("ops", "work"));
+        assert_eq!(b.control.account_id.as_deref(), Some("123456789012"));
+        // The work location may share the primary's bucket outside the restored prefix.
+        assert!(config(&format!("{ENGINE} --batch-work s3://pri/batch-work")).is_ok());
+
+        let refused = [
+            ("--engine batch-operations --batch-work s3://ops/w", "--batch-role-arn"),
+            (ENGINE, "--batch-work"),
+            (&format!("{ENGINE} --batch-work s3://rep/elsewhere"), "--batch-work"),
+            (&format!("{ENGINE} --batch-work s3://pri/data/work"), "--batch-work"),
+            (&format!("{ENGINE} --batch-work s3://pri"), "--batch-work"),
+            (
+                &format!("{ENGINE} --batch-work s3://ops/w --account-id 12345"),
+                "--account-id",
+            ),
+            (
+                "--engine batch-operations --batch-role-arn role --batch-work s3://ops/w",
+                "--batch-role-arn",
+            ),
+            ("--batch-work s3://ops/w", "--batch-work"),
+            ("--account-id 123456789012", "--account-id"),
+        ];
+        for (extra, flag) in refused {
+            match config(extra) {
+                Err(CliError::Invalid { flag: f, .. }) => assert_eq!(f, flag, "{extra}"),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
     }
 }

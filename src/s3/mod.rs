@@ -4,6 +4,7 @@
 //! [`crate::model`] values and [`S3Error`].
 
 pub mod client;
+pub mod control;
 pub mod error;
 pub mod listing;
 pub mod ops;

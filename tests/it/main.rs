@@ -1,6 +1,7 @@
 //! The integration tests: one binary (each `tests/*.rs` would link the SDK again), one
 //! module per feature, sharing `support`.
 
+mod batch;
 mod peacetime;
 mod plan;
 mod reliability;

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod batch_emulator;
 pub mod proxy;
 pub mod scenario;
 pub mod server;
