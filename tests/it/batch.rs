@@ -13,29 +13,12 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::types::ObjectCannedAcl;
 
 use crate::support::batch_emulator::{BatchEmulator, EmulatorOpts};
+use crate::support::workdir::{Dirs, read_csv};
 use crate::support::scenario::{Damage, ObjectSpec, Scenario, Seeded};
 use crate::support::{BucketOpts, CliOutput, PRIMARY_REGION, REPLICA_REGION, create_bucket, list_all_versions};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 const ACCOUNT: &str = "123456789012";
-
-struct Dirs {
-    root: tempfile::TempDir,
-}
-
-impl Dirs {
-    fn new() -> Self {
-        Self {
-            root: tempfile::tempdir().expect("temporary directory"),
-        }
-    }
-    fn state(&self) -> PathBuf {
-        self.root.path().join("state")
-    }
-    fn report(&self, run: &str) -> PathBuf {
-        self.root.path().join(format!("reports-{run}"))
-    }
-}
 
 fn args(source: &str, dest: &str, dirs: &Dirs, run: &str, extra: &[String]) -> Vec<String> {
     let mut a: Vec<String> = [
@@ -83,15 +66,10 @@ fn batch_flags(emulator: &BatchEmulator, work: &str) -> Vec<String> {
 }
 
 async fn run(a: Vec<String>, dirs: &Dirs) -> CliOutput {
-    let dir = dirs.root.path().to_owned();
+    let dir = dirs.cwd().to_owned();
     tokio::task::spawn_blocking(move || crate::support::Cli::new(a).current_dir(dir).timeout(RUN_TIMEOUT).run())
         .await
         .expect("cli task")
-}
-
-fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    reader.deserialize().map(|r| r.expect("row")).collect()
 }
 
 /// A key's entries newest first as (delete marker, etag, size), and its latest grants.
@@ -316,7 +294,7 @@ async fn kill_after_create_job_then_rerun_follows_the_same_job() {
         "first",
         &batch_flags(&emulator, &format!("s3://{work}/w")),
     );
-    let mut child = crate::support::Cli::new(a).current_dir(dirs.root.path()).spawn();
+    let mut child = crate::support::Cli::new(a).current_dir(dirs.cwd()).spawn();
     let em = &emulator;
     tokio::task::block_in_place(|| {
         wait_until(&mut child, Duration::from_secs(60), "CreateJob", || {
@@ -509,7 +487,7 @@ async fn ctrl_c_leaves_the_job_running_and_a_rerun_follows_it() {
     let dirs = Dirs::new();
     let flags = batch_flags(&emulator, &format!("s3://{work}/w"));
     let a = args(&seeded.replica.url(), &seeded.primary.url(), &dirs, "first", &flags);
-    let mut child = crate::support::Cli::new(a).current_dir(dirs.root.path()).spawn();
+    let mut child = crate::support::Cli::new(a).current_dir(dirs.cwd()).spawn();
     let out = tokio::task::block_in_place(|| {
         // Interrupt once the binary has journalled the job id (it is following the job).
         wait_until(&mut child, Duration::from_secs(60), "the job id in the journal", || {
