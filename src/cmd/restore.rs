@@ -659,6 +659,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
     // The recorder: journal first, then the report, for every event.
     let mut record_error: Option<Error> = None;
     let mut failed_n = 0u64;
+    let mut last_message: Option<(usize, u64)> = None;
     while let Some(event) = rx.recv().await {
         if record_error.is_some() {
             continue;
@@ -690,7 +691,13 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
                         if outcome.status == Status::Failed {
                             failed_n += 1;
                         }
-                        progress.message(format!("in flight ≤ {}, {} failed", limit.limit(), failed_n));
+                        // The message is rebuilt only when what it says changes: a format
+                        // and a bar lock per object add up over millions of objects.
+                        let shown = (limit.limit(), failed_n);
+                        if last_message != Some(shown) {
+                            last_message = Some(shown);
+                            progress.message(format!("in flight ≤ {}, {} failed", shown.0, shown.1));
+                        }
                     }
                 }
                 Event::UploadStarted {
