@@ -277,7 +277,8 @@ class Bench:
 
     def one_run(self, server, endpoint, admin, case, tool, setting, src, expected, ownership):
         self.uniq += 1
-        dst = f"d{self.uniq:04d}-{case[:10].replace(' ', '-').replace('+', '')}".lower()
+        # A valid bucket name: lower case, digits and inner hyphens.
+        dst = f"d{self.uniq:04d}-" + re.sub("[^a-z0-9]+", "-", case.lower()).strip("-")[:24].strip("-")
         make_bucket(admin, dst, ownership)
         cmd = self.tools.command(tool, setting, endpoint, src, dst)
         before = server.requests_so_far()
@@ -409,7 +410,10 @@ def planner(args):
         if line.startswith("result "):
             fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
             rows.append(fields)
-    return rows, "" if rows else "bench_plan printed no `result` lines (see bench_plan.txt)"
+    if rows:
+        return rows, ""
+    # Older bench_plan builds print only a human table: keep it, unparsed, for the reader.
+    return rows, "bench_plan printed no `result` lines; its own output:\n\n```\n" + out.stdout.strip() + "\n```"
 
 
 # ----------------------------------------------------------------------------- report
@@ -446,6 +450,7 @@ def markdown(bench, ceilings, targets, fid, plan_rows, plan_note, header):
             lines.append(f"| {f['tool']} | {k['bytes']}/{n} | {k['content-type']}/{n} | {k['metadata']}/{n} | "
                          f"{k['tags']}/{n} | {k['acl']}/{n} | {k['etag']}/{n} | {mp} |")
         lines.append("")
+    lines += projection(bench, bench.args) + [""]
     lines += ["Planner (bench_plan):", ""]
     if plan_rows:
         lines += ["| versions | total versions | plan s | versions/s | peak RSS MiB |", "|---:|---:|---:|---:|---:|"]
@@ -462,14 +467,39 @@ def markdown(bench, ceilings, targets, fid, plan_rows, plan_note, header):
     return "\n".join(lines) + "\n"
 
 
+def projection(bench, args):
+    """Copies/s one machine would drive against real S3, from this run's CPU and requests.
+
+    rate = min(cores / CPU s per copy, concurrency / (requests per object x RTT),
+    3,500 writes/s x prefixes); writes per object are 1 for every tool here.
+    """
+    rows = [r for r in bench.rows if r["case"] == "small objects" and r["server"] == "moto-keepalive"
+            and r["tool"] in ("s3-failback", "aws s3 sync", "rclone copy")]
+    cap = 3500 * args.s3_prefixes
+    rtt = args.s3_rtt_ms / 1000
+    lines = [f"Projection to S3 (RTT {args.s3_rtt_ms} ms per request, {args.s3_prefixes} prefix(es): "
+             f"≤ {cap:,} writes/s; client CPU per copy as measured here, every core busy):", "",
+             "| tool | setting | conc. | CPU ms/copy | req/obj | 2 cores obj/s | 8 cores obj/s | 32 cores obj/s | "
+             "10M objects h (32 cores) | 1B objects h (32 cores) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        per_copy = r["cpu_s_per_1k"] / 1000
+        conc_bound = r["concurrency"] / (r["requests_per_object"] * rtt)
+        rates = [min(k / per_copy, conc_bound, cap) for k in (2, 8, 32)]
+        lines.append(f"| {r['tool']} | {r['setting']} | {r['concurrency']} | {per_copy * 1000:.2f} | "
+                     f"{r['requests_per_object']:.2f} | " + " | ".join(f"{x:,.0f}" for x in rates) +
+                     f" | {1e7 / rates[2] / 3600:.1f} | {1e9 / rates[2] / 3600:,.0f} |")
+    return lines
+
+
 def find(rows, **kw):
     return next((r for r in rows if all(r.get(k) == v for k, v in kw.items())), None)
 
 
 def main():
     p = argparse.ArgumentParser(prog="scripts/bench")
-    p.add_argument("--count", type=int, default=2000, help="small objects (keys) per case")
-    p.add_argument("--delay-count", type=int, default=1000, help="small objects in the +delay case")
+    p.add_argument("--count", type=int, default=600, help="small objects (keys) per case")
+    p.add_argument("--delay-count", type=int, default=600, help="small objects in the +delay case")
     p.add_argument("--sizes", default="1k", help="size distribution, e.g. 1k or 1k:0.9,64k:0.1")
     p.add_argument("--versions", type=int, default=1, help="versions per key (the latest is restored)")
     p.add_argument("--prefixes", type=int, default=4, help="top-level prefixes the keys spread over")
@@ -481,10 +511,12 @@ def main():
     p.add_argument("--fidelity-count", type=int, default=20)
     p.add_argument("--plan-versions", type=int, default=1_000_000)
     p.add_argument("--peer-concurrency", type=int, default=64)
-    p.add_argument("--s3f-default", type=int, default=int(os.environ.get("S3F_DEFAULT_CONCURRENCY", 64)))
-    p.add_argument("--s3f-tuned", type=int, default=128)
+    p.add_argument("--s3f-default", type=int, default=128, help="s3-failback's built-in default (for the report)")
+    p.add_argument("--s3f-tuned", type=int, default=256)
     p.add_argument("--ceiling-concurrency", type=int, default=256)
     p.add_argument("--servers", default="moto,moto-keepalive")
+    p.add_argument("--s3-rtt-ms", type=int, default=50, help="projection: S3 round trip of a small copy")
+    p.add_argument("--s3-prefixes", type=int, default=1, help="projection: prefixes the keys spread over")
     p.add_argument("--skip", default="", help="comma list of: speed,delay,fidelity,large,plan")
     p.add_argument("--binary", required=True)
     p.add_argument("--ceiling", required=True)
