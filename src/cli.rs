@@ -271,7 +271,7 @@ pub struct RestoreArgs {
     /// Execute this plan file instead of planning.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
-    /// Requests in flight at most.
+    /// Requests in flight at most (default 256; lowered by itself while S3 answers SlowDown).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
     /// Split single-part sources above SIZE into parts (new ETag; default off).

@@ -13,8 +13,8 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::types::ObjectCannedAcl;
 
 use crate::support::batch_emulator::{BatchEmulator, EmulatorOpts};
-use crate::support::workdir::{Dirs, read_csv};
 use crate::support::scenario::{Damage, ObjectSpec, Scenario, Seeded};
+use crate::support::workdir::{Dirs, read_csv};
 use crate::support::{BucketOpts, CliOutput, PRIMARY_REGION, REPLICA_REGION, create_bucket, list_all_versions};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
