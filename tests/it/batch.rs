@@ -6,7 +6,6 @@
 //! src/s3/control.rs): no test-only code path.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
