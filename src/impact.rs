@@ -38,6 +38,14 @@ fn add(t: &mut KindTotals, bytes: u64) {
 }
 
 impl RulesImpact {
+    /// An empty tally for a plan under `rules` (where known).
+    pub fn new(rules: Option<&ReplicaRules>) -> Self {
+        RulesImpact {
+            tag_rules: rules.is_some_and(|r| crate::rules::needs_tags(&r.config, &r.replica_bucket)),
+            ..RulesImpact::default()
+        }
+    }
+
     /// Adds one planned action, as a restore with these policies would write it.
     pub fn add(
         &mut self,
@@ -66,7 +74,6 @@ impl RulesImpact {
             }
         }
         let Some(rules) = rules else { return };
-        self.tag_rules |= crate::rules::needs_tags(&rules.config, &rules.replica_bucket);
         // What the restore writes lands under the primary's keys: the rule covering the
         // destination key replicates it (a delete marker only where the rule says so).
         if let Some(rule) = rules.covering(&action.dest_key)
@@ -108,9 +115,10 @@ impl RulesImpact {
     pub fn rereplication_warning(&self, replica_bucket: &str) -> Option<String> {
         (self.rereplicated.objects > 0).then(|| {
             format!(
-                "the primary replicates to {replica_bucket} (rule {}): the {}{} writes of this restore ({}) will be replicated back there as new versions, doubling their storage and transfer; pause the rule during the restore (runbooks/failback.md)",
+                "the primary replicates to {replica_bucket} (rule {}): {} {} writes of this restore ({}) will be replicated back there as new versions, doubling their storage and transfer; pause the rule during the restore (runbooks/failback.md)",
                 join(&self.rereplicate_rules),
-                if self.tag_rules { "at least " } else { "" },
+                // Tags are not read: objects a tag-filtered rule covers come on top.
+                if self.tag_rules { "at least" } else { "the" },
                 self.rereplicated.objects,
                 human_bytes(self.rereplicated.bytes)
             )
@@ -195,7 +203,7 @@ mod tests {
         let r = rules();
         let classes = StorageClassPolicy::Rules(r.clone());
         let acls = AclPolicy::ExceptOwnerOverride(r.clone());
-        let mut impact = RulesImpact::default();
+        let mut impact = RulesImpact::new(Some(&r));
         for a in [
             action("cold/a", ActionKind::Copy, Some("GLACIER_IR")),
             action("shared/b", ActionKind::Copy, Some("STANDARD_IA")),
@@ -219,6 +227,21 @@ mod tests {
         assert_eq!(impact.notes().len(), 2, "{:?}", impact.notes());
         let warning = impact.rereplication_warning("replica").unwrap();
         assert!(warning.contains("the 3 writes"), "{warning}");
+    }
+
+    #[test]
+    fn tag_filtered_rules_make_the_count_a_lower_bound() {
+        let mut config = rules().config.clone();
+        let mut tagged = rule("tagged", "", None, false, false);
+        tagged.filter = Filter::Tag("keep".into(), "yes".into());
+        config.rules.push(tagged);
+        let r = ReplicaRules::new(config, "replica");
+        let mut impact = RulesImpact::new(Some(&r));
+        let a = action("cold/a", ActionKind::Copy, None);
+        impact.add(&a, &StorageClassPolicy::Keep, &AclPolicy::Copy, Some(&r));
+        let warning = impact.rereplication_warning("replica").unwrap();
+        assert!(warning.contains(": at least 1 writes"), "{warning}");
+        assert!(!RulesImpact::new(Some(&rules())).tag_rules);
     }
 
     #[test]

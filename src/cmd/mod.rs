@@ -62,6 +62,9 @@ pub struct RulesRead {
     pub note: serde_json::Value,
     /// Why the rules are not known, where they are not (for a warning).
     pub missing: Option<String>,
+    /// Why GetBucketReplication failed, where it did (access denied, say): the rules may
+    /// exist, so callers say what they cannot tell without them.
+    pub unreadable: Option<String>,
 }
 
 /// Reads the rules from `--replication-config FILE`, else from the primary with
@@ -79,6 +82,7 @@ pub async fn load_rules(file: Option<&Path>, primary: Option<(&DestClient, &str)
             config: Some(config),
             note: serde_json::json!({"source": format!("file {}", path.display())}),
             missing: None,
+            unreadable: None,
         });
     }
     let Some((client, bucket)) = primary else {
@@ -86,6 +90,7 @@ pub async fn load_rules(file: Option<&Path>, primary: Option<(&DestClient, &str)
             config: None,
             note: serde_json::json!({"source": "none", "detail": "no --replication-config and no primary to read them from"}),
             missing: Some("no --replication-config file was given".to_owned()),
+            unreadable: None,
         });
     };
     Ok(match client.replication_rules(bucket).await {
@@ -93,16 +98,19 @@ pub async fn load_rules(file: Option<&Path>, primary: Option<(&DestClient, &str)
             config: Some(config),
             note: serde_json::json!({"source": "GetBucketReplication"}),
             missing: None,
+            unreadable: None,
         },
         ReplicationRead::None => RulesRead {
             config: None,
             note: serde_json::json!({"source": "none", "detail": "the primary has no replication configuration"}),
             missing: Some("the primary has no replication configuration: nothing replicates new writes".to_owned()),
+            unreadable: None,
         },
         ReplicationRead::Unreadable(why) => RulesRead {
             config: None,
             note: serde_json::json!({"source": "unreadable", "detail": why}),
             missing: Some(format!("the primary's replication rules could not be read ({why})")),
+            unreadable: Some(why),
         },
     })
 }

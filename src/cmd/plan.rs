@@ -103,8 +103,10 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
         dest_client.as_ref().map(|c| (c, cfg.dest.bucket.as_str())),
     )
     .await?;
-    if let (Some(why), "unreadable") = (&read.missing, read.note["source"].as_str().unwrap_or_default()) {
-        warn!("{why}: deletes that the rules never replicated are not named");
+    if let Some(why) = &read.unreadable {
+        warn!(
+            "the primary's replication rules could not be read ({why}): deletes that the rules never replicated are not named"
+        );
     }
     let rules = read
         .config
@@ -121,7 +123,7 @@ pub async fn run(cfg: PlanCmdConfig, ctx: &RunContext) -> Result<Outcome, Error>
         ),
         None => (StorageClassPolicy::Keep, AclPolicy::Copy),
     };
-    let mut impact = RulesImpact::default();
+    let mut impact = RulesImpact::new(rules.as_deref());
     let dir = ReportDir::create("plan", cfg.report_dir.as_deref(), ctx.started).map_err(Error::ReportSetup)?;
     let csv_path = match &cfg.out {
         OutTarget::ReportDir => Some(dir.file("plan.csv")),

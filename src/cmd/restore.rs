@@ -326,9 +326,9 @@ async fn prepare(cfg: &RestoreCmdConfig) -> Result<Prepared, Error> {
 
     let mut notes = Vec::new();
     let read = read?;
-    if let (Some(why), false) = (&read.missing, read.note["source"] == "none") {
+    if let Some(why) = &read.unreadable {
         notes.push(format!(
-            "{why}: storage classes and ACLs follow the replica, deletes the rules never replicated are not named"
+            "the primary's replication rules could not be read ({why}): storage classes and ACLs follow the replica, deletes the rules never replicated are not named"
         ));
     }
     let rules = read
@@ -652,7 +652,7 @@ pub async fn execute(cfg: &RestoreCmdConfig, ctx: &RunContext) -> Result<Restore
     for w in super::plan_warnings(&summary) {
         warn!("{w}");
     }
-    let mut impact = RulesImpact::default();
+    let mut impact = RulesImpact::new(rules.as_deref());
     for a in &actions {
         impact.add(a, &engine_cfg.storage_class, &engine_cfg.acls, rules.as_deref());
     }
